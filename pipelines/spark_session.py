@@ -1,0 +1,68 @@
+"""Build the one SparkSession reelfm uses, with Delta Lake configured, from ``Settings``.
+
+Delta's jars come from Maven Central through ``configure_spark_with_delta_pip`` and are cached by
+Ivy (``python -m pipelines.spark_session`` warms that cache; ``make setup`` runs it). A ``sc://``
+master uses Spark Connect and ships no jars: the server must already have Delta.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from pipelines.settings import Settings
+
+
+def build_spark_session(settings: Settings, app_name: str = "reelfm") -> SparkSession:
+    """Return the active session if one exists, else start one for ``settings.spark_master``."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must run the same interpreter as the driver (the project's venv).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if settings.spark_master.startswith("sc://"):
+        return SparkSession.builder.remote(settings.spark_master).appName(app_name).getOrCreate()
+
+    from delta import configure_spark_with_delta_pip
+
+    builder = (
+        SparkSession.builder.master(settings.spark_master)
+        .appName(app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-Duser.timezone=UTC -Dderby.system.home={settings.home}",
+        )
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.adaptive.enabled", "true")
+        # Small lake tables on a laptop: keep Delta's per-commit housekeeping cheap.
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.databricks.delta.optimizeWrite.enabled", "false")
+        .config("spark.sql.warehouse.dir", os.path.join(settings.home, "spark-warehouse"))
+    )
+    for key, value in settings.spark_extra_conf.items():
+        builder = builder.config(key, value)
+    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def main() -> None:
+    """Start and stop a session once, so Ivy downloads and caches Delta's jars."""
+    settings = Settings.from_env()
+    spark = build_spark_session(settings, app_name="reelfm-warm-up")
+    version = spark.version
+    spark.range(1).write.format("delta").mode("overwrite").save(
+        os.path.join(settings.home, "warm-up-check")
+    )
+    spark.stop()
+    print(f"Spark {version} with Delta is ready (jars cached by Ivy).")
+
+
+if __name__ == "__main__":
+    main()
