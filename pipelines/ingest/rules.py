@@ -1,0 +1,165 @@
+"""Parse raw landing lines with an explicit schema and classify each one: accepted, or a reason.
+
+The rules here are the row-level form of the Great Expectations suite in ``validation.py``: Spark
+computes one reason per rejected line (the first rule it breaks, in the order below) so that
+every rejected record is kept with why, while GE certifies the accepted rows as a whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.window import Window
+
+from pipelines.schemas import DEVICES, EVENT_TYPES, LANDING_EVENT_FIELDS
+
+REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "user_id", "title_id", "event_type", "event_ts")
+"""Fields without which an event means nothing; a missing one rejects the line."""
+
+NUMERIC_FIELDS: tuple[str, ...] = ("watch_seconds", "position_seconds", "rating")
+
+# Every field is read as a string first, so a wrong type becomes a reason instead of a silent null.
+_RAW_SCHEMA = StructType(
+    [StructField(name, StringType(), True) for name in LANDING_EVENT_FIELDS]
+    + [StructField("_corrupt", StringType(), True)]
+)
+
+
+@dataclass(frozen=True)
+class IngestRules:
+    """Thresholds of the event validation rules (one place; the Dagster config maps onto it)."""
+
+    lateness_allowance_hours: float = 6.0
+    """How long before the partition day an event may have happened and still be accepted (late arrival)."""
+    max_duration_runtime_ratio: float = 1.5
+    """watch/position seconds above this multiple of the title's runtime are rejected."""
+    rating_min: float = 0.0
+    """Smallest valid rating."""
+    rating_max: float = 5.0
+    """Largest valid rating."""
+    max_reject_rate: float = 0.05
+    """The blocking asset check fails when rejected / received exceeds this."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lateness_allowance_hours < 24:
+            raise ValueError(
+                "lateness_allowance_hours must be in [0, 24): sessionisation assumes a late event "
+                f"belongs at most to the previous day, got {self.lateness_allowance_hours}"
+            )
+
+
+def parse_events(lines: DataFrame) -> DataFrame:
+    """Typed columns plus ``_parsed_ok`` / raw string columns, one row per input line."""
+    parsed = lines.withColumn(
+        "_j",
+        F.from_json(
+            "raw", _RAW_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
+        ),
+    )
+    typed = parsed.select(
+        "*",
+        *[F.col(f"_j.{name}").alias(f"_s_{name}") for name in LANDING_EVENT_FIELDS],
+    )
+    ts_text = F.col("_s_event_ts")
+    epoch = ts_text.try_cast("double")
+    event_ts = F.when(epoch.isNotNull(), F.timestamp_seconds(epoch)).otherwise(
+        ts_text.try_cast("timestamp")
+    )
+    return typed.select(
+        "*",
+        F.col("_s_event_id").alias("event_id"),
+        F.col("_s_user_id").alias("user_id"),
+        F.col("_s_title_id").alias("title_id"),
+        F.col("_s_event_type").alias("event_type"),
+        event_ts.alias("event_ts"),
+        *[F.col(f"_s_{name}").try_cast("double").alias(name) for name in NUMERIC_FIELDS],
+        F.col("_s_device").alias("device"),
+        F.col("_s_country").alias("country"),
+    )
+
+
+def _reason_rules(day: dt.date, rules: IngestRules, ingested_at: Column) -> list[tuple[str, Column]]:
+    day_start = F.lit(dt.datetime.combine(day, dt.time.min)).cast("timestamp")
+    window_start = day_start - F.expr(f"INTERVAL {int(rules.lateness_allowance_hours * 3600)} SECONDS")
+    window_end = day_start + F.expr("INTERVAL 1 DAY")
+    raw_is_object = F.trim("raw").startswith("{")
+    checks: list[tuple[str, Column]] = [
+        ("empty_line", F.trim("raw") == ""),
+        ("invalid_utf8", F.col("raw").contains("\ufffd")),
+        (
+            "malformed_json",
+            F.col("_j").isNull() | F.col("_j._corrupt").isNotNull() | ~raw_is_object,
+        ),
+    ]
+    checks += [(f"missing_field:{name}", F.col(f"_s_{name}").isNull()) for name in REQUIRED_FIELDS]
+    checks += [
+        (f"wrong_type:{name}", F.col(f"_s_{name}").isNotNull() & F.col(name).isNull())
+        for name in (*NUMERIC_FIELDS, "event_ts")
+    ]
+    checks += [
+        (f"empty_id:{name}", F.trim(F.col(name)) == "") for name in ("event_id", "user_id", "title_id")
+    ]
+    checks += [
+        ("bad_enum:event_type", ~F.col("event_type").isin(*EVENT_TYPES)),
+        ("bad_enum:device", F.col("device").isNotNull() & ~F.col("device").isin(*DEVICES)),
+        ("missing_field:rating", (F.col("event_type") == "rate") & F.col("rating").isNull()),
+        (
+            "rating_out_of_range",
+            F.col("rating").isNotNull()
+            & ~F.col("rating").between(rules.rating_min, rules.rating_max),
+        ),
+        (
+            "negative_duration",
+            (F.col("watch_seconds") < 0) | (F.col("position_seconds") < 0),
+        ),
+        (
+            "duration_exceeds_runtime",
+            F.col("_runtime").isNotNull()
+            & (
+                F.greatest(F.coalesce("watch_seconds", F.lit(0.0)), F.coalesce("position_seconds", F.lit(0.0)))
+                > F.col("_runtime") * rules.max_duration_runtime_ratio
+            ),
+        ),
+        ("ts_in_future", F.col("event_ts") > ingested_at),
+        ("ts_outside_day", (F.col("event_ts") < window_start) | (F.col("event_ts") >= window_end)),
+    ]
+    return checks
+
+
+def classify_events(
+    parsed: DataFrame,
+    day: dt.date,
+    rules: IngestRules,
+    ingested_at: dt.datetime,
+    runtimes: DataFrame | None = None,
+) -> DataFrame:
+    """Add ``reason`` (null = accepted) to every parsed line, duplicates of an earlier event_id included.
+
+    ``runtimes`` (``title_id``, ``runtime_seconds``) enables the duration rule; without a catalogue
+    the rule is skipped rather than guessed. The first occurrence of an ``event_id`` (by file, then
+    line) wins; later ones are rejected as ``duplicate_event_id`` so nothing is lost.
+    """
+    ingested = F.lit(ingested_at).cast("timestamp")
+    if runtimes is not None:
+        parsed = parsed.join(
+            F.broadcast(runtimes.select("title_id", F.col("runtime_seconds").alias("_runtime"))),
+            "title_id",
+            "left",
+        )
+    else:
+        parsed = parsed.withColumn("_runtime", F.lit(None).cast("double"))
+    reason = F.lit(None).cast("string")
+    for name, condition in reversed(_reason_rules(day, rules, ingested)):
+        reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
+    classified = parsed.withColumn("reason", reason)
+    # Only valid rows compete for an event_id: a broken earlier copy must not evict a good one.
+    valid = F.col("reason").isNull()
+    first_wins = Window.partitionBy("event_id", valid).orderBy("source_file", "_block", "_row")
+    duplicate = valid & (F.row_number().over(first_wins) > 1)
+    return classified.withColumn(
+        "reason", F.when(duplicate, F.lit("duplicate_event_id")).otherwise(F.col("reason"))
+    ).withColumn("ingested_at", ingested)

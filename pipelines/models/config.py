@@ -1,0 +1,123 @@
+"""The foundation model's configuration, and the named size presets (tiny, demo, benchmark).
+
+``FoundationConfig`` is a Hugging Face ``PreTrainedConfig`` (transformers v5 configs are typed
+dataclasses), so it is written to and read from ``config.json`` beside ``model.safetensors``.
+Every architecture, objective and ablation switch lives here once; the "SASRec ablation" is this
+config with ``use_token_features``, ``use_metadata``, ``mtp_n`` and ``genre_weight`` turned off,
+not a second model. Presets are plain data: a name maps onto a handful of size fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from transformers import PretrainedConfig
+
+from pipelines.schemas import ACTIONS, DEVICES
+
+NUM_WATCH_FRACTION_BUCKETS = 6
+"""``watch_fraction_bucket`` takes values 0..5."""
+NUM_GAP_BUCKETS = 16
+"""``gap_bucket`` (log-scale time since the previous token) takes values 0..15."""
+NUM_HOURS = 24
+NUM_WEEKDAYS = 7
+NUM_SCALAR_METADATA = 4
+"""Metadata columns after the genre multi-hot: release year, runtime, maturity, is-series."""
+
+
+class FoundationConfig(PretrainedConfig):
+    """Shape, objectives and ablation switches of ``FoundationModel``.
+
+    ``num_titles`` and ``num_genres`` describe the catalogue the weights were built for; the
+    model grows ``num_titles`` itself when ``set_title_metadata`` is given a longer catalogue.
+    """
+
+    model_type = "reelfm-foundation"
+
+    # --- catalogue -------------------------------------------------------------------------
+    num_titles: int = 100  # rows of the title tables, title index 0..num_titles-1 (token id - 64)
+    num_genres: int = 8  # width of the genre multi-hot: the first num_genres metadata columns
+    num_actions: int = len(ACTIONS)  # action ids index schemas.ACTIONS
+    num_devices: int = len(DEVICES)  # device ids index schemas.DEVICES ("unknown" for nulls)
+
+    # --- backbone --------------------------------------------------------------------------
+    d_model: int = 64  # width of every token representation
+    n_layers: int = 2  # pre-norm transformer blocks
+    n_heads: int = 2  # attention heads; d_model must divide by it
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
+    max_len: int = 50  # window length: positions the model attends over (learned positions)
+    dropout: float = 0.1  # on embeddings, attention output and MLP output while training
+    initializer_range: float = 0.02  # std of the normal init of linear and embedding weights
+
+    # --- data ------------------------------------------------------------------------------
+    window_stride: int = 25  # training windows start every window_stride tokens of a history
+
+    # --- inputs (ablation switches) --------------------------------------------------------
+    use_token_features: bool = True  # add action/watch/gap/device/hour/weekday embeddings
+    use_metadata: bool = True  # mix title metadata into title embeddings (cold start)
+
+    # --- objectives ------------------------------------------------------------------------
+    num_sampled_negatives: int = 0  # 0: full softmax over the catalogue; >0: sampled softmax
+    mtp_n: int = 0  # extra multi-token-prediction heads, predicting t+2 .. t+1+mtp_n
+    mtp_weight: float = 0.5  # weight of the mean multi-token-prediction loss
+    genre_weight: float = 0.0  # weight of the next-title genre BCE loss; 0 builds no genre head
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
+        if self.num_titles < 1:
+            raise ValueError(f"num_titles must be positive, got {self.num_titles}")
+        if self.genre_weight > 0 and self.num_genres < 1:
+            raise ValueError("genre_weight > 0 needs num_genres >= 1 (the genre head's targets)")
+        if self.genre_weight > 0 and not self.use_metadata:
+            raise ValueError("genre_weight > 0 reads genres from title metadata: set use_metadata")
+        if not 0 < self.window_stride <= self.max_len:
+            raise ValueError(f"window_stride must be in 1..max_len, got {self.window_stride}")
+        super().__post_init__(**kwargs)
+
+    @property
+    def metadata_dim(self) -> int:
+        """Width of a title's metadata row: genre multi-hot then the scalar columns."""
+        return self.num_genres + NUM_SCALAR_METADATA
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> FoundationConfig:
+        """A config of the named size (``PRESETS``), with any field overridden by keyword."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name].as_kwargs(), **overrides})
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The size fields a preset sets; everything else keeps ``FoundationConfig``'s defaults."""
+
+    d_model: int  # width of every token representation
+    n_layers: int  # transformer blocks
+    n_heads: int  # attention heads
+    max_len: int  # window length
+    window_stride: int  # training window stride
+    dropout: float  # dropout while training
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+PRESETS: dict[str, ModelSize] = {
+    # Seconds on a laptop core: unit tests. No dropout, so runs compare exactly.
+    "tiny": ModelSize(d_model=32, n_layers=2, n_heads=2, max_len=16, window_stride=8, dropout=0.0),
+    # Minutes on two CPU cores over a sampled MovieLens: the end-to-end demo.
+    "demo": ModelSize(
+        d_model=64, n_layers=2, n_heads=2, max_len=200, window_stride=100, dropout=0.1
+    ),
+    # One GPU, a full dataset: the numbers we report.
+    "benchmark": ModelSize(
+        d_model=256, n_layers=4, n_heads=4, max_len=200, window_stride=100, dropout=0.1
+    ),
+}
+"""Named model sizes; ``FoundationConfig.from_preset(name, num_titles=..., num_genres=...)``."""
