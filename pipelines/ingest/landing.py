@@ -42,8 +42,9 @@ def list_landing_files(folder: str, suffixes: tuple[str, ...] = (".jsonl", ".jso
 def read_landing_lines(spark: SparkSession, files: LandingFiles) -> DataFrame:
     """One row per physical line: ``raw``, ``source_file``, ``_block``, ``_row`` (order in its split).
 
-    Spark decodes text as UTF-8 and replaces undecodable bytes with U+FFFD, which the validation
-    rules use to reject invalid UTF-8 instead of failing the whole file.
+    Spark keeps each line's bytes as they are; the validation rules reject a line that is not
+    valid UTF-8 (instead of failing the whole file), and ``bronze/events_rejected`` stores it with
+    the bad bytes replaced by U+FFFD so every engine can read the table.
     """
     return spark.read.text(list(files.paths)).select(
         F.col("value").alias("raw"),

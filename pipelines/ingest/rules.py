@@ -89,7 +89,7 @@ def _reason_rules(day: dt.date, rules: IngestRules, ingested_at: Column) -> list
     raw_is_object = F.trim("raw").startswith("{")
     checks: list[tuple[str, Column]] = [
         ("empty_line", F.trim("raw") == ""),
-        ("invalid_utf8", F.col("raw").contains("\ufffd")),
+        ("invalid_utf8", ~F.is_valid_utf8("raw")),
         (
             "malformed_json",
             F.col("_j").isNull() | F.col("_j._corrupt").isNotNull() | ~raw_is_object,

@@ -1,0 +1,151 @@
+"""Land one day of raw events in ``bronze/events`` and ``bronze/events_rejected``.
+
+One pass parses and classifies every line; the result is persisted so that the accepted write,
+the rejected write, the counts and the Great Expectations run do not re-read the JSON. Both
+tables replace exactly the day's partition, so a re-run replaces instead of duplicating, and
+``accepted + rejected == received`` is checked before the function returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipelines.ingest.landing import (
+    LandingFiles,
+    attach_line_numbers,
+    list_landing_files,
+    read_landing_lines,
+)
+from pipelines.ingest.rules import IngestRules, classify_events, parse_events
+from pipelines.ingest.validation import ValidationOutcome, validate_accepted_events
+from pipelines.lake import read_partitions, replace_partitions, table_exists
+from pipelines.schemas import BRONZE_EVENTS, BRONZE_EVENTS_REJECTED
+from pipelines.settings import Settings
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """Counts of one day's ingestion; ``received == accepted + rejected`` always holds."""
+
+    day: dt.date
+    files: int
+    received: int
+    accepted: int
+    rejected: int
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    validation: ValidationOutcome | None = None
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected / self.received if self.received else 0.0
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "received": self.received,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "reject_rate": round(self.reject_rate, 6),
+            "rejects_by_reason": dict(sorted(self.rejects_by_reason.items())),
+            "ge_success": self.validation.success if self.validation else None,
+            "ge_expectations": self.validation.evaluated if self.validation else 0,
+        }
+
+
+def _catalogue_runtimes(spark: SparkSession, settings: Settings) -> DataFrame | None:
+    path = settings.table_path("bronze", "titles")
+    if not table_exists(spark, path):
+        return None
+    return spark.read.format("delta").load(path).select("title_id", "runtime_seconds")
+
+
+def ingest_events_day(
+    spark: SparkSession,
+    settings: Settings,
+    day: dt.date,
+    rules: IngestRules,
+    files: LandingFiles | None = None,
+    ingested_at: dt.datetime | None = None,
+) -> IngestReport:
+    """Parse, validate, dedupe and write one landing day; returns the counts.
+
+    Raises ``FileNotFoundError`` when the day has no landing folder and ``RuntimeError`` when the
+    GE suite fails on rows the rules accepted (nothing is written in that case).
+    """
+    files = files or list_landing_files(settings.landing_path("events", day.isoformat()))
+    if not files.paths:
+        raise FileNotFoundError(f"Landing folder {files.folder} holds no .jsonl files for {day}.")
+    ingested_at = ingested_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    lines = read_landing_lines(spark, files)
+    classified = classify_events(
+        parse_events(lines), day, rules, ingested_at, _catalogue_runtimes(spark, settings)
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        by_reason = {
+            row["reason"]: row["count"]
+            for row in classified.groupBy("reason").count().collect()
+        }
+        accepted_count = by_reason.pop(None, 0)
+        received = accepted_count + sum(by_reason.values())
+
+        accepted = classified.where(F.col("reason").isNull()).withColumn(
+            "event_date", F.lit(day)
+        )
+        accepted = accepted.select([F.col(f.name) for f in BRONZE_EVENTS.fields])
+        validation = validate_accepted_events(accepted, day, rules)
+        if not validation.success:
+            raise RuntimeError(
+                f"Great Expectations failed on rows the ingestion rules accepted for {day}: "
+                f"{', '.join(validation.failed_expectations)}. The rules and the suite disagree; "
+                "nothing was written."
+            )
+        rejected = attach_line_numbers(
+            classified.where(F.col("reason").isNotNull()).select(
+                F.make_valid_utf8("raw").alias("raw"),
+                "reason", "source_file", "_block", "_row", "ingested_at"
+            ),
+            lines,
+        ).withColumn("event_date", F.lit(day))
+        replace_partitions(
+            accepted, settings.table_path("bronze", "events"), day, schema=BRONZE_EVENTS
+        )
+        replace_partitions(
+            rejected,
+            settings.table_path("bronze", "events_rejected"),
+            day,
+            schema=BRONZE_EVENTS_REJECTED,
+        )
+    finally:
+        classified.unpersist()
+
+    report = IngestReport(
+        day=day,
+        files=len(files.paths),
+        received=received,
+        accepted=accepted_count,
+        rejected=sum(by_reason.values()),
+        rejects_by_reason=by_reason,
+        validation=validation,
+    )
+    _check_nothing_lost(spark, settings, report)
+    return report
+
+
+def _check_nothing_lost(spark: SparkSession, settings: Settings, report: IngestReport) -> None:
+    """Re-count what landed in Delta: a mismatch is a bug, and must not pass silently."""
+    stored = {
+        name: read_partitions(spark, settings.table_path("bronze", name), report.day).count()
+        for name in ("events", "events_rejected")
+    }
+    if stored["events"] != report.accepted or stored["events_rejected"] != report.rejected:
+        raise RuntimeError(
+            f"Row accounting broke for {report.day}: received {report.received}, "
+            f"classified {report.accepted} accepted / {report.rejected} rejected, "
+            f"but Delta holds {stored['events']} / {stored['events_rejected']}."
+        )

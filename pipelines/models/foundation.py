@@ -1,0 +1,569 @@
+"""The reelfm foundation model: a decoder-only transformer over a member's interaction tokens.
+
+One file, read top to bottom: title embeddings (id + metadata, mixed by a learned age gate, so a
+title never trained on still has an embedding), the token embedding (title + token features +
+position), pre-norm causal blocks on ``F.scaled_dot_product_attention``, the objectives
+(next-title softmax, full or sampled with logQ correction; multi-token prediction; next-genre
+BCE), and inference (``recommend`` and a KV cache that appends one event in one step).
+
+Everything works in title-index space ``0..num_titles-1`` (``token_id - FIRST_TITLE_ID`` of the
+tokenizer). Input and output title embeddings are the same tensor, so a cold-start title is both
+understood in a history and recommendable. Batches are ``SequenceBatch`` (right-padded, padding
+title index -1). The model is a Hugging Face ``PreTrainedModel``: ``save_pretrained`` writes
+``config.json`` + ``model.safetensors`` (title metadata buffers included) and ``from_pretrained``
+reads them back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from pipelines.models.batches import PAD_INDEX, SequenceBatch
+from pipelines.models.config import (
+    NUM_GAP_BUCKETS,
+    NUM_HOURS,
+    NUM_WATCH_FRACTION_BUCKETS,
+    NUM_WEEKDAYS,
+    FoundationConfig,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Transformer blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention; with a cache, one new token per row at its own slot."""
+
+    def __init__(self, config: FoundationConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attend causally; returns (output (B, T, D), keys, values (B, H, T, Dh)).
+
+        With ``cache`` = (keys, values) of shape (B, H, W, Dh), ``x`` holds one token per row
+        (T = 1) at position ``lengths`` (B,): its key and value are written into the cache there
+        and it attends to cache slots ``0..lengths``.
+        """
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)  # 3 x (B, T, D)
+        q = q.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
+        k = k.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
+        v = v.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
+        if cache is None:
+            # Right padding means no real token ever sees a pad, so causal masking is enough.
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )  # (B, H, T, Dh)
+        else:
+            cache_k, cache_v = cache  # (B, H, W, Dh) each
+            rows = torch.arange(B, device=x.device)
+            cache_k[rows, :, lengths] = k[:, :, 0]  # each row writes its own slot
+            cache_v[rows, :, lengths] = v[:, :, 0]
+            slots = torch.arange(cache_k.shape[2], device=x.device)  # (W,)
+            visible = slots[None, :] <= lengths[:, None]  # (B, W)
+            y = F.scaled_dot_product_attention(
+                q, cache_k, cache_v, attn_mask=visible[:, None, None, :]
+            )  # (B, H, 1, Dh)
+        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        return self.resid_dropout(self.proj(y)), k, v
+
+
+class MLP(nn.Module):
+    def __init__(self, config: FoundationConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.mlp_ratio * config.d_model)
+        self.proj = nn.Linear(config.mlp_ratio * config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: FoundationConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn_out, k, v = self.attn(self.ln_1(x), cache, lengths)
+        x = x + attn_out
+        x = x + self.mlp(self.ln_2(x))
+        return x, k, v
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs and the inference cache
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoundationOutput:
+    """Losses of one batch; the ``hit_at_*`` metrics are filled in eval mode only."""
+
+    loss: torch.Tensor  # () float: weighted sum of the objectives below
+    next_title_loss: torch.Tensor  # () float: next-title cross-entropy (full softmax in eval)
+    mtp_loss: torch.Tensor | None  # () float: mean over MTP heads with targets; None if off
+    genre_loss: torch.Tensor | None  # () float: next-title genre BCE; None if off
+    hit_at_1: torch.Tensor | None  # () float: share of targets ranked first (eval only)
+    hit_at_10: torch.Tensor | None  # () float: share of targets in the top 10 (eval only)
+
+    def metrics(self) -> dict[str, float]:
+        """The scalars to log, by name; objectives that are off are absent, never 0."""
+        named = {
+            "loss": self.loss,
+            "next_title_loss": self.next_title_loss,
+            "mtp_loss": self.mtp_loss,
+            "genre_loss": self.genre_loss,
+            "hit_at_1": self.hit_at_1,
+            "hit_at_10": self.hit_at_10,
+        }
+        return {name: float(value.detach()) for name, value in named.items() if value is not None}
+
+
+@dataclass
+class KVCache:
+    """Per-row attention keys/values of a batch of histories, updated in place by ``step``.
+
+    Holds at most ``max_len`` tokens (the model's window); appending to a full row slides the
+    window, which with learned absolute positions means recomputing that batch once.
+    """
+
+    keys: list[torch.Tensor]  # n_layers x (B, H, W, Dh) float, W = config.max_len
+    values: list[torch.Tensor]  # n_layers x (B, H, W, Dh) float
+    window: SequenceBatch  # (B, W): the tokens the cache holds, right-padded
+    lengths: torch.Tensor  # (B,) int64: tokens held per row
+    hidden: torch.Tensor  # (B, D) float: final hidden state of each row's newest token
+    seen: torch.Tensor  # (B, N) bool: titles anywhere in the history (for exclude_seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+
+class FoundationModel(PreTrainedModel):
+    """Decoder-only transformer over interaction tokens with cold-start title embeddings.
+
+    Title metadata (``set_title_metadata``) is required when ``config.use_metadata``; the
+    metadata row layout is ``config.num_genres`` genre multi-hot columns, then release year,
+    runtime, maturity and is-series (see ``pipelines.models.metadata``).
+    """
+
+    config_class = FoundationConfig
+    base_model_prefix = "foundation"
+    main_input_name = "batch"
+
+    def __init__(self, config: FoundationConfig) -> None:
+        super().__init__(config)
+        D, N = config.d_model, config.num_titles
+        self.title_id_embedding = nn.Embedding(N, D)
+        self.position_embedding = nn.Embedding(config.max_len, D)
+        if config.use_token_features:
+            # Same order as SequenceBatch.feature_tensors().
+            self.feature_embeddings = nn.ModuleList(
+                nn.Embedding(size, D)
+                for size in (
+                    config.num_actions,
+                    NUM_WATCH_FRACTION_BUCKETS,
+                    NUM_GAP_BUCKETS,
+                    config.num_devices,
+                    NUM_HOURS,
+                    NUM_WEEKDAYS,
+                )
+            )
+        if config.use_metadata:
+            self.metadata_proj = nn.Sequential(
+                nn.Linear(config.metadata_dim, D), nn.GELU(), nn.Linear(D, D)
+            )
+            # gate = sigmoid(gate_bias + gate_slope * log1p(age_days)): older titles, with more
+            # interactions behind their id embedding, can lean on it more; learned from data.
+            self.gate_bias = nn.Parameter(torch.zeros(()))
+            self.gate_slope = nn.Parameter(torch.zeros(()))
+        self.embedding_norm = nn.LayerNorm(D)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(D)
+        # Each MTP head maps the final hidden state to a query for the title k+1 steps further.
+        self.mtp_heads = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D)) for _ in range(config.mtp_n)
+        )
+        if config.genre_weight > 0:
+            self.genre_head = nn.Linear(D, config.num_genres)
+        # Catalogue buffers, persistent so save_pretrained keeps them with the weights.
+        self.register_buffer("title_features", torch.zeros(N, config.metadata_dim))  # (N, F)
+        self.register_buffer("title_age_days", torch.zeros(N))  # (N,) age at training cut-off
+        self.register_buffer("title_trained", torch.zeros(N, dtype=torch.bool))  # (N,)
+        self.register_buffer("has_metadata", torch.zeros((), dtype=torch.bool))  # ()
+        # log q(title) of the sampled-softmax proposal; uniform until set_title_popularity.
+        self.register_buffer("title_log_q", torch.full((N,), -math.log(N)))  # (N,)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, FoundationModel) and module.config.use_metadata:
+            init.zeros_(module.gate_bias)  # gate 0.5 at start: id and metadata count equally
+            init.zeros_(module.gate_slope)
+
+    # ----------------------------------------------------------------------------- catalogue
+
+    @property
+    def num_titles(self) -> int:
+        return self.title_id_embedding.num_embeddings
+
+    @torch.no_grad()
+    def set_title_metadata(
+        self, features: torch.Tensor, age_days: torch.Tensor, trained_mask: torch.Tensor
+    ) -> None:
+        """Set each title's metadata; a longer catalogue than the model's grows the model.
+
+        ``features`` (N, F) float in the ``config.metadata_dim`` layout, ``age_days`` (N,) float
+        title age in days at the training cut-off, ``trained_mask`` (N,) bool: True for titles
+        whose id embedding was trained. Untrained titles get a metadata-only embedding. N may
+        exceed ``num_titles`` (titles are append-only); grow before building an optimizer.
+        """
+        N, F_ = features.shape
+        if F_ != self.config.metadata_dim:
+            raise ValueError(
+                f"metadata has {F_} columns, the model expects {self.config.metadata_dim} "
+                f"({self.config.num_genres} genres + scalars)"
+            )
+        if age_days.shape != (N,) or trained_mask.shape != (N,):
+            raise ValueError("age_days and trained_mask must be (N,) like the rows of features")
+        if N < self.num_titles:
+            raise ValueError(
+                f"metadata for {N} titles, the model has {self.num_titles}: titles are "
+                "append-only, pass the whole catalogue"
+            )
+        if N > self.num_titles:
+            self._grow(N)
+        device = self.title_id_embedding.weight.device
+        self.title_features = features.to(device=device, dtype=torch.float32)
+        self.title_age_days = age_days.to(device=device, dtype=torch.float32)
+        self.title_trained = trained_mask.to(device=device, dtype=torch.bool)
+        self.has_metadata = torch.ones((), dtype=torch.bool, device=device)
+
+    @torch.no_grad()
+    def set_title_popularity(self, counts: torch.Tensor) -> None:
+        """Use ``counts`` (N,) (e.g. training interactions per title) as the sampling proposal.
+
+        Counts are smoothed by +1 so every title can be drawn as a negative.
+        """
+        if counts.shape != (self.num_titles,):
+            raise ValueError(f"counts must be ({self.num_titles},), got {tuple(counts.shape)}")
+        q = counts.double().clamp(min=0) + 1.0
+        self.title_log_q = (q / q.sum()).log().float().to(self.title_log_q.device)
+
+    def _grow(self, num_titles: int) -> None:
+        """Append title rows: new id rows get the usual init, new titles the rarest log q."""
+        old = self.title_id_embedding.weight
+        extra = torch.randn(num_titles - old.shape[0], old.shape[1], device=old.device)
+        self.title_id_embedding.weight = nn.Parameter(
+            torch.cat([old.data, extra * self.config.initializer_range])
+        )
+        self.title_id_embedding.num_embeddings = num_titles
+        log_q = torch.cat(
+            [self.title_log_q, self.title_log_q.min().expand(num_titles - old.shape[0])]
+        )
+        self.title_log_q = log_q - torch.logsumexp(log_q, dim=0)
+        self.config.num_titles = num_titles
+
+    def title_embeddings(self) -> torch.Tensor:
+        """(N, D): every title's embedding, input and output alike.
+
+        gate * id_embedding + (1 - gate) * proj(metadata), gate = sigmoid(a + b*log1p(age))
+        for trained titles and 0 for untrained ones; the id embedding alone without metadata.
+        """
+        emb = self.title_id_embedding.weight  # (N, D)
+        if not self.config.use_metadata:
+            return emb
+        if not bool(self.has_metadata):
+            raise RuntimeError(
+                "config.use_metadata is on but no title metadata is set: call "
+                "model.set_title_metadata(features, age_days, trained_mask) first"
+            )
+        meta = self.metadata_proj(self.title_features)  # (N, D)
+        gate = torch.sigmoid(self.gate_bias + self.gate_slope * torch.log1p(self.title_age_days))
+        gate = (gate * self.title_trained).unsqueeze(1)  # (N, 1)
+        return gate * emb + (1.0 - gate) * meta  # (N, D)
+
+    # ----------------------------------------------------------------------------- backbone
+
+    def _embed(
+        self, batch: SequenceBatch, positions: torch.Tensor, titles: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T, D) input representations: title + features + position, normalised."""
+        x = titles[batch.titles.clamp(min=0)]  # (B, T, D); pads read row 0, never attended
+        if self.config.use_token_features:
+            for table, column in zip(self.feature_embeddings, batch.feature_tensors(), strict=True):
+                x = x + table(column)  # (B, T, D)
+        x = x + self.position_embedding(positions)  # (B, T, D)
+        return self.embedding_dropout(self.embedding_norm(x))
+
+    def _positions(self, batch: SequenceBatch) -> torch.Tensor:
+        T = batch.titles.shape[1]
+        if T > self.config.max_len:
+            raise ValueError(
+                f"sequences of {T} tokens exceed max_len={self.config.max_len}: cut them into "
+                "windows (pipelines.models.windows) or pass batch.latest(max_len)"
+            )
+        return torch.arange(T, device=batch.titles.device).expand_as(batch.titles)  # (B, T)
+
+    def hidden_states(
+        self, batch: SequenceBatch, titles: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, D) final hidden state of every position (pads included, meaningless)."""
+        titles = self.title_embeddings() if titles is None else titles
+        x = self._embed(batch, self._positions(batch), titles)  # (B, T, D)
+        for block in self.blocks:
+            x, _, _ = block(x)
+        return self.final_norm(x)
+
+    # ----------------------------------------------------------------------------- objectives
+
+    def forward(self, batch: SequenceBatch) -> FoundationOutput:
+        """Pretraining losses of a batch with ``targets``; eval mode adds hit-rate metrics."""
+        if batch.targets is None:
+            raise ValueError("forward computes losses and needs batch.targets; use recommend()")
+        titles = self.title_embeddings()  # (N, D)
+        h = self.hidden_states(batch, titles)  # (B, T, D)
+        valid = batch.targets != PAD_INDEX  # (B, T)
+        if not bool(valid.any()):
+            raise ValueError("the batch has no targets (every target is PAD_INDEX)")
+        h_valid = h[valid]  # (M, D)
+        target = batch.targets[valid]  # (M,)
+
+        hit_at_1 = hit_at_10 = None
+        if self.training:
+            next_title_loss = self._title_loss(h_valid, target, titles)
+        else:
+            # Evaluation always scores the whole catalogue, so runs with and without sampled
+            # softmax report comparable numbers.
+            logits = h_valid @ titles.T  # (M, N)
+            next_title_loss = F.cross_entropy(logits, target)
+            target_logit = logits.gather(1, target[:, None])  # (M, 1)
+            rank = (logits > target_logit).sum(dim=1)  # (M,) titles scored strictly higher
+            hit_at_1 = (rank < 1).float().mean()
+            hit_at_10 = (rank < 10).float().mean()
+        loss = next_title_loss
+
+        mtp_loss = None
+        if self.config.mtp_n > 0:
+            head_losses = []
+            for k, head in enumerate(self.mtp_heads, start=1):
+                # Position t's target k steps later is the next-title target of position t+k.
+                later = batch.targets[:, k:]  # (B, T-k)
+                mask = later != PAD_INDEX
+                if bool(mask.any()):
+                    query = head(h[:, : later.shape[1]][mask])  # (M_k, D)
+                    head_losses.append(self._title_loss(query, later[mask], titles))
+            if head_losses:
+                mtp_loss = torch.stack(head_losses).mean()
+                loss = loss + self.config.mtp_weight * mtp_loss
+
+        genre_loss = None
+        if self.config.genre_weight > 0:
+            genre_logits = self.genre_head(h_valid)  # (M, G)
+            genre_labels = self.title_features[target, : self.config.num_genres]  # (M, G)
+            genre_loss = F.binary_cross_entropy_with_logits(genre_logits, genre_labels)
+            loss = loss + self.config.genre_weight * genre_loss
+
+        return FoundationOutput(loss, next_title_loss, mtp_loss, genre_loss, hit_at_1, hit_at_10)
+
+    def _title_loss(
+        self, query: torch.Tensor, target: torch.Tensor, titles: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy of ``target`` (M,) given queries (M, D) over title embeddings (N, D).
+
+        Full softmax, or with ``num_sampled_negatives`` S > 0 a sampled softmax: S shared
+        negatives drawn from q = exp(title_log_q), every logit corrected by -log q (the logQ
+        correction, Bengio & Senecal 2008; Yi et al. 2019) so the estimate is unbiased for the
+        full softmax, and negatives equal to a row's target masked out ("accidental hits").
+        """
+        S = self.config.num_sampled_negatives
+        if S == 0:
+            return F.cross_entropy(query @ titles.T, target)  # (M, N) logits
+        negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
+        positive = (query * titles[target]).sum(dim=1) - self.title_log_q[target]  # (M,)
+        negative = query @ titles[negatives].T - self.title_log_q[negatives]  # (M, S)
+        negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
+        logits = torch.cat([positive[:, None], negative], dim=1)  # (M, 1 + S)
+        return F.cross_entropy(logits, torch.zeros_like(target))
+
+    # ----------------------------------------------------------------------------- inference
+
+    def _seen(self, history: SequenceBatch) -> torch.Tensor:
+        """(B, N) bool: titles anywhere in each row's history."""
+        seen = torch.zeros(
+            len(history), self.num_titles + 1, dtype=torch.bool, device=history.titles.device
+        )  # (B, N + 1); column N catches pads
+        titles = torch.where(history.mask, history.titles, self.num_titles)  # (B, T)
+        seen.scatter_(1, titles, True)
+        return seen[:, : self.num_titles]
+
+    def _top_k(
+        self, hidden: torch.Tensor, seen: torch.Tensor, k: int, exclude_seen: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = hidden @ self.title_embeddings().T  # (B, N)
+        if exclude_seen:
+            scores = scores.masked_fill(seen, float("-inf"))
+        top = scores.topk(min(k, self.num_titles), dim=1)
+        return top.indices, top.values
+
+    def _check_history(self, history: SequenceBatch) -> None:
+        if bool((history.lengths == 0).any()):
+            raise ValueError("every history needs at least one token; cold members have none")
+        if self.training:
+            raise RuntimeError("inference runs in eval mode: call model.eval() first")
+
+    @torch.no_grad()
+    def recommend(
+        self, history: SequenceBatch, k: int, exclude_seen: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k titles after each history: (ids (B, k) int64 title index, scores (B, k)).
+
+        Scores come from each row's latest ``max_len`` tokens; ``exclude_seen`` removes every
+        title anywhere in the passed history. Rows may be longer than the window.
+        """
+        self._check_history(history)
+        window = history.latest(self.config.max_len)  # (B, W)
+        h = self.hidden_states(window)  # (B, W, D)
+        rows = torch.arange(len(window), device=h.device)
+        last = h[rows, window.lengths - 1]  # (B, D)
+        return self._top_k(last, self._seen(history), k, exclude_seen)
+
+    @torch.no_grad()
+    def init_cache(self, history: SequenceBatch) -> KVCache:
+        """Run each history's latest window once and keep its keys and values."""
+        self._check_history(history)
+        window = history.latest(self.config.max_len)  # (B, T)
+        return self._prefill(window, self._seen(history))
+
+    def _prefill(self, window: SequenceBatch, seen: torch.Tensor) -> KVCache:
+        B, T = window.titles.shape
+        W, H, Dh = self.config.max_len, self.config.n_heads, self.config.head_dim
+        x = self._embed(window, self._positions(window), self.title_embeddings())  # (B, T, D)
+        keys, values = [], []
+        for block in self.blocks:
+            x, k, v = block(x)  # k, v: (B, H, T, Dh)
+            cache_k = x.new_zeros(B, H, W, Dh)  # (B, H, W, Dh)
+            cache_v = x.new_zeros(B, H, W, Dh)
+            cache_k[:, :, :T] = k
+            cache_v[:, :, :T] = v
+            keys.append(cache_k)
+            values.append(cache_v)
+        h = self.final_norm(x)  # (B, T, D)
+        lengths = window.lengths  # (B,)
+        hidden = h[torch.arange(B, device=h.device), lengths - 1]  # (B, D)
+        padded = _pad_to(window, W)
+        return KVCache(keys, values, padded, lengths, hidden, seen)
+
+    @torch.no_grad()
+    def step(self, cache: KVCache, token: SequenceBatch) -> KVCache:
+        """Append one token per row, (B, 1), to ``cache``; one forward step, in place.
+
+        A row whose cache is full slides its window by one, which recomputes the batch once.
+        """
+        if token.titles.shape != (len(cache.window), 1) or not bool(token.mask.all()):
+            raise ValueError("step takes exactly one real token per cached row, shape (B, 1)")
+        cache.seen[torch.arange(len(token), device=cache.seen.device), token.titles[:, 0]] = True
+        W = self.config.max_len
+        if bool((cache.lengths >= W).any()):
+            slid = _append(cache.window, cache.lengths, token).latest(W)  # (B, W)
+            return self._prefill(slid, cache.seen)
+        positions = cache.lengths[:, None]  # (B, 1)
+        x = self._embed(token, positions, self.title_embeddings())  # (B, 1, D)
+        for block, cache_k, cache_v in zip(self.blocks, cache.keys, cache.values, strict=True):
+            x, _, _ = block(x, (cache_k, cache_v), cache.lengths)
+        cache.hidden = self.final_norm(x)[:, 0]  # (B, D)
+        cache.window = _append(cache.window, cache.lengths, token).latest(W)  # (B, W)
+        cache.lengths = cache.lengths + 1
+        return cache
+
+    @torch.no_grad()
+    def recommend_cached(
+        self, cache: KVCache, k: int, exclude_seen: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``recommend`` for the histories a cache holds: (ids (B, k), scores (B, k))."""
+        return self._top_k(cache.hidden, cache.seen, k, exclude_seen)
+
+
+def _pad_to(batch: SequenceBatch, width: int) -> SequenceBatch:
+    """Right-pad every column of ``batch`` to ``width`` positions."""
+    extra = width - batch.titles.shape[1]
+
+    def pad(column: torch.Tensor, value: int) -> torch.Tensor:
+        return F.pad(column, (0, extra), value=value)
+
+    return SequenceBatch(
+        titles=pad(batch.titles, PAD_INDEX),
+        actions=pad(batch.actions, 0),
+        watch_fraction=pad(batch.watch_fraction, 0),
+        gaps=pad(batch.gaps, 0),
+        devices=pad(batch.devices, 0),
+        hours=pad(batch.hours, 0),
+        weekdays=pad(batch.weekdays, 0),
+    )
+
+
+def _append(window: SequenceBatch, lengths: torch.Tensor, token: SequenceBatch) -> SequenceBatch:
+    """``window`` (B, W) with each row's ``token`` (B, 1) written after its last real token.
+
+    The result is one column wider so a full row has room; callers trim with ``latest``.
+    """
+    wide = _pad_to(window, window.titles.shape[1] + 1)
+    rows = torch.arange(len(window), device=lengths.device)
+
+    def put(column: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        column = column.clone()
+        column[rows, lengths] = value[:, 0]
+        return column
+
+    return SequenceBatch(
+        titles=put(wide.titles, token.titles),
+        actions=put(wide.actions, token.actions),
+        watch_fraction=put(wide.watch_fraction, token.watch_fraction),
+        gaps=put(wide.gaps, token.gaps),
+        devices=put(wide.devices, token.devices),
+        hours=put(wide.hours, token.hours),
+        weekdays=put(wide.weekdays, token.weekdays),
+    )
+
+
+def pretraining_loss(
+    model: nn.Module, batch: SequenceBatch
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The shared training loop's loss for pretraining: the model's own objectives.
+
+    ``model`` may be a ``FoundationModel`` or its DDP wrapper; calling it (not a method) keeps
+    DDP's gradient synchronisation in the path.
+    """
+    output: FoundationOutput = model(batch)
+    return output.loss, output.metrics()
