@@ -403,16 +403,20 @@ class FoundationModel(PreTrainedModel):
         """Cross-entropy of ``target`` (M,) given queries (M, D) over title embeddings (N, D).
 
         Full softmax, or with ``num_sampled_negatives`` S > 0 a sampled softmax: S shared
-        negatives drawn from q = exp(title_log_q), every logit corrected by -log q (the logQ
-        correction, Bengio & Senecal 2008; Yi et al. 2019) so the estimate is unbiased for the
-        full softmax, and negatives equal to a row's target masked out ("accidental hits").
+        negatives drawn from q = exp(title_log_q), each negative logit corrected by -log(S q)
+        (the logQ correction; Bengio & Senecal 2008, Yi et al. 2019) so that the negatives'
+        summed exp is an unbiased estimate of the rest of the catalogue's partition function.
+        Negatives equal to a row's target ("accidental hits") are masked, and the positive keeps
+        its raw logit, so the loss estimates the full-softmax loss itself, not a shifted one.
         """
         S = self.config.num_sampled_negatives
         if S == 0:
             return F.cross_entropy(query @ titles.T, target)  # (M, N) logits
         negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
-        positive = (query * titles[target]).sum(dim=1) - self.title_log_q[target]  # (M,)
-        negative = query @ titles[negatives].T - self.title_log_q[negatives]  # (M, S)
+        positive = (query * titles[target]).sum(dim=1)  # (M,)
+        negative = query @ titles[negatives].T - (
+            math.log(S) + self.title_log_q[negatives]
+        )  # (M, S)
         negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
         logits = torch.cat([positive[:, None], negative], dim=1)  # (M, 1 + S)
         return F.cross_entropy(logits, torch.zeros_like(target))

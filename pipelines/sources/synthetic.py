@@ -49,6 +49,7 @@ MANIFEST_NAME = "_injected.json"
 _ET = {name: i for i, name in enumerate(EVENT_TYPES)}
 _MAX_IMPRESSIONS = 4  # impressions per play are Poisson, capped so draws per play stay fixed
 _ROW_BLOCK = 2_048  # decisions scored at once
+_SAMPLE_BLOCK = 64  # titles per block of the two-level sampler
 
 
 @dataclass(frozen=True)
@@ -202,19 +203,40 @@ class _WorldState:
 def _sample_rows(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Sample k titles per row of a softmax: logits (M, T), u (M, k) uniforms -> (M, k) indices.
 
-    Inverse-CDF sampling; ``logits`` is overwritten (it becomes the shifted CDFs) to spare
-    copies of an (M, T) block.
+    Two-level inverse-CDF sampling: a row's CDF over blocks of ``_SAMPLE_BLOCK`` titles picks
+    the block, then the CDF inside that block picks the title. A full-row cumsum is the slowest
+    step of the whole generator; this touches T / block + k * block entries per row instead.
+    ``logits`` is overwritten with the softmax weights to spare a copy.
     """
     m, t = logits.shape
+    k = u.shape[1]
     logits -= logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    np.cumsum(logits, axis=1, out=logits)
-    logits /= logits[:, -1:]
+    weights = np.exp(logits, out=logits)  # (M, T)
+    starts = np.arange(0, t, _SAMPLE_BLOCK)
+    block_cdf = np.cumsum(np.add.reduceat(weights, starts, axis=1), axis=1)  # (M, nb)
+    total = block_cdf[:, -1:].copy()
+    block_cdf /= total
+    n_blocks = len(starts)
     rows = np.arange(m, dtype=np.float64)[:, None]
     # One searchsorted over all rows: offset row i's CDF by i so the flat array stays sorted.
-    logits += rows
-    pos = np.searchsorted(logits.ravel(), (u + rows).ravel(), side="right").reshape(u.shape)
-    return np.clip(pos - (np.arange(m)[:, None] * t), 0, t - 1)
+    # A block of zero weight has the same offset CDF as the block before, so it is never hit.
+    flat = (block_cdf + rows).ravel()
+    hit = np.searchsorted(flat, (u + rows).ravel(), side="right") - (
+        np.repeat(np.arange(m), k) * n_blocks
+    )
+    block = np.clip(hit, 0, n_blocks - 1)  # (M * k,)
+    row = np.repeat(np.arange(m), k)
+    below = np.where(block > 0, block_cdf[row, np.maximum(block - 1, 0)], 0.0)
+    residual = (u.ravel() - below) * total[row, 0]  # weight still to cover inside the block
+    cols = starts[block][:, None] + np.arange(_SAMPLE_BLOCK)[None, :]  # (M * k, B)
+    inside = cols < t
+    within = np.where(inside, weights[row[:, None], np.minimum(cols, t - 1)], 0.0)
+    past = np.cumsum(within, axis=1) > residual[:, None]
+    # Rounding can leave the residual a hair above the block's sum: take its last title with
+    # weight then, never a masked (zero-weight) one.
+    last_positive = _SAMPLE_BLOCK - 1 - np.argmax((within > 0)[:, ::-1], axis=1)
+    offset = np.where(past.any(axis=1), np.argmax(past, axis=1), last_positive)
+    return (starts[block] + offset).reshape(m, k)
 
 
 def _simulate_day(

@@ -98,3 +98,20 @@ def test_most_active_member_matches_their_own_oracle(
     released = np.count_nonzero(expected > 0)
     assert np.log(p_chosen).mean() > np.log(1 / released) + 1.0
     assert 0.5 * np.abs(expected - observed).sum() / len(mine) < 0.35
+
+
+def test_two_level_sampler_draws_from_the_softmax() -> None:
+    from pipelines.sources.oracle import softmax
+    from pipelines.sources.synthetic import _sample_rows
+
+    rng = np.random.default_rng(0)
+    logits = 2.0 * rng.normal(size=(3, 150))  # 150 titles: two full blocks and a ragged one
+    logits[:, rng.random(150) < 0.3] = -np.inf
+    logits[1, :64] = -np.inf  # a whole block masked
+    repeats = 40_000
+    draws = _sample_rows(np.tile(logits, (repeats, 1)), rng.random((3 * repeats, 2)))
+    for r, probs in enumerate(softmax(logits)):
+        drawn = draws[r::3].ravel()
+        assert np.isfinite(logits[r, drawn]).all(), "a masked title was sampled"
+        empirical = np.bincount(drawn, minlength=150) / len(drawn)
+        assert 0.5 * np.abs(empirical - probs).sum() < 0.02
