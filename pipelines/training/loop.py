@@ -434,7 +434,7 @@ def _train(
                 state.batch_in_epoch += 1
                 train_metrics = _mean_across_ranks(metrics, ctx)
                 progress.update(1)
-                progress.set_postfix(loss=f"{train_metrics.get('loss', float(loss)):.4f}")
+                progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
                 if ctx.is_main and log_metrics is not None:
                     logged = {f"train/{k}": v for k, v in train_metrics.items()}
                     log_metrics(

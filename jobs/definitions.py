@@ -1,0 +1,41 @@
+"""The ``Definitions`` Dagster loads: every asset, the jobs over them, schedules and resources.
+
+``dagster dev -m jobs.definitions`` (``make ui``) serves it; ``jobs.cli`` runs the same jobs
+in-process for the demo and the tests.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import bronze, gold, silver
+from assets.partitions import daily_partitions
+from assets.resources import LakeResource, TrackingResource
+
+data_assets = [bronze.titles, bronze.events, silver.sessions, gold.interaction_tokens]
+
+daily_data_job = dg.define_asset_job(
+    "daily_data",
+    selection=dg.AssetSelection.assets(*data_assets),
+    partitions_def=daily_partitions,
+    # One process, one Spark JVM for every step of a run (a JVM per step costs 10-20 s on 2 cores).
+    executor_def=dg.in_process_executor,
+    description="Landing files → bronze → silver sessions → gold interaction tokens, for one day.",
+)
+
+nightly_data_schedule = dg.build_schedule_from_partitioned_job(
+    daily_data_job, hour_of_day=2, minute_of_hour=0, name="nightly_data"
+)
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """The embedded default: every location comes from ``Settings.from_env()``."""
+    return {"lake": LakeResource(), "tracking": TrackingResource()}
+
+
+defs = dg.Definitions(
+    assets=data_assets,
+    jobs=[daily_data_job],
+    schedules=[nightly_data_schedule],
+    resources=build_resources(),
+)

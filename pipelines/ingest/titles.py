@@ -1,0 +1,92 @@
+"""Upsert the catalogue snapshot of a day into ``bronze/titles``.
+
+The catalogue is current state, not a log: a source drops the titles it knows on a day, and the
+table keeps one row per ``title_id`` (Delta ``MERGE``), so re-running a day changes nothing and a
+title that appears later (a new release) is added without touching the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from pipelines.lake import table_exists
+from pipelines.schemas import BRONZE_TITLES
+from pipelines.settings import Settings
+
+_LANDING_TITLES = StructType(
+    [
+        StructField(f.name, StringType() if f.name == "release_date" else f.dataType, True)
+        for f in BRONZE_TITLES.fields
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TitlesReport:
+    """What one catalogue upsert did."""
+
+    snapshot_day: dt.date
+    received: int
+    rejected: int
+    table_rows: int
+
+
+def latest_snapshot_folder(settings: Settings, day: dt.date) -> tuple[dt.date, str]:
+    """The newest ``titles/date=...`` landing folder on or before ``day``."""
+    root = os.path.join(settings.landing_root, "titles")
+    days = sorted(
+        dt.date.fromisoformat(name.removeprefix("date="))
+        for name in (os.listdir(root) if os.path.isdir(root) else [])
+        if name.startswith("date=")
+    )
+    eligible = [d for d in days if d <= day]
+    if not eligible:
+        raise FileNotFoundError(
+            f"No catalogue snapshot under {root} on or before {day}: a source must drop "
+            "titles.jsonl in titles/date=YYYY-MM-DD/ (the synthetic generator and the MovieLens importer do)."
+        )
+    return eligible[-1], settings.landing_path("titles", eligible[-1].isoformat())
+
+
+def read_titles_snapshot(spark: SparkSession, folder: str) -> DataFrame:
+    """Parse a snapshot with the catalogue schema; rows without a ``title_id`` are dropped (and counted)."""
+    raw = spark.read.schema(_LANDING_TITLES).json(folder)
+    return raw.withColumn("release_date", F.to_date("release_date"))
+
+
+def upsert_titles(spark: SparkSession, settings: Settings, day: dt.date) -> TitlesReport:
+    """Merge the latest snapshot on or before ``day`` into ``bronze/titles``."""
+    from delta.tables import DeltaTable
+
+    snapshot_day, folder = latest_snapshot_folder(settings, day)
+    snapshot = read_titles_snapshot(spark, folder)
+    received = snapshot.count()
+    valid = snapshot.where(F.col("title_id").isNotNull() & (F.trim("title_id") != "")).dropDuplicates(
+        ["title_id"]
+    )
+    valid = valid.select([F.col(f.name).cast(f.dataType) for f in BRONZE_TITLES.fields])
+    accepted = valid.count()
+    path = settings.table_path("bronze", "titles")
+    if not table_exists(spark, path):
+        valid.write.format("delta").mode("overwrite").save(path)
+    else:
+        (
+            DeltaTable.forPath(spark, path)
+            .alias("t")
+            .merge(valid.alias("s"), "t.title_id = s.title_id")
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    return TitlesReport(
+        snapshot_day=snapshot_day,
+        received=received,
+        rejected=received - accepted,
+        table_rows=spark.read.format("delta").load(path).count(),
+    )

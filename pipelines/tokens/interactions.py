@@ -1,0 +1,166 @@
+"""Merge session events into interaction tokens, Netflix-style, with Spark window functions.
+
+Consecutive events of one member on one title inside one session become one token (a play_start,
+six progress pings and a complete are one "completed" interaction, not eight). Each token keeps
+features the model embeds: an action summary, a watch-fraction bucket, a log-scale bucket of the
+time since the member's previous token, device, hour and weekday.
+
+``position`` counts tokens over the member's whole history: day D continues from the last
+position (and timestamp) the member reached before D, read from earlier ``gold`` partitions. A
+title watched across midnight therefore yields two tokens, one per day, because partitions never
+rewrite each other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+WATCH_FRACTION_EDGES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.9)
+"""Bucket 0 = no watch signal; 1..5 = fraction below 0.1, 0.25, 0.5, 0.9, and at least 0.9."""
+
+MAX_GAP_BUCKET = 15
+"""Bucket 0 = first token of a member's history; 1 = under a minute; then one bucket per doubling."""
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """Thresholds that turn merged events into an action summary."""
+
+    completed_fraction: float = 0.9
+    """Watched at least this fraction of the runtime (or a ``complete`` event) → ``completed``."""
+    abandoned_fraction: float = 0.25
+    """Stopped below this fraction → ``abandoned``; below it without a stop → ``started``."""
+    high_rating: float = 4.0
+    """Ratings at or above this (on 0-5) → ``rated_high``."""
+    low_rating: float = 2.0
+    """Ratings at or below this → ``rated_low``."""
+
+
+def watch_fraction_bucket(fraction: Column) -> Column:
+    """0 when unknown, else 1..5 by ``WATCH_FRACTION_EDGES``."""
+    bucket = F.lit(len(WATCH_FRACTION_EDGES) + 1)
+    for index, edge in reversed(list(enumerate(WATCH_FRACTION_EDGES, start=1))):
+        bucket = F.when(fraction < edge, F.lit(index)).otherwise(bucket)
+    return F.when(fraction.isNull(), F.lit(0)).otherwise(bucket).cast("int")
+
+
+def gap_bucket(gap_seconds: Column) -> Column:
+    """0 when there is no previous token, 1 under a minute, then ``2 + floor(log2(minutes))`` capped."""
+    minutes = gap_seconds / 60.0
+    logged = F.floor(F.log2(F.greatest(minutes, F.lit(1.0)))) + 2
+    bucket = F.when(minutes < 1, F.lit(1)).otherwise(F.least(logged, F.lit(MAX_GAP_BUCKET)))
+    return F.when(gap_seconds.isNull(), F.lit(0)).otherwise(bucket).cast("int")
+
+
+def _action(config: TokenConfig) -> Column:
+    types = F.col("_types")
+    fraction = F.coalesce(F.col("_fraction"), F.lit(0.0))
+    played = F.arrays_overlap(types, F.array(*[F.lit(t) for t in ("play_start", "play_progress", "play_stop", "complete")]))
+    return (
+        F.when(
+            F.array_contains(types, "thumbs_up") | (F.col("_rating") >= config.high_rating),
+            "rated_high",
+        )
+        .when(
+            F.array_contains(types, "thumbs_down") | (F.col("_rating") <= config.low_rating),
+            "rated_low",
+        )
+        .when(
+            F.array_contains(types, "complete") | (fraction >= config.completed_fraction),
+            "completed",
+        )
+        .when(played & (fraction >= config.abandoned_fraction), "watched")
+        .when(played & F.array_contains(types, "play_stop"), "abandoned")
+        .when(played, "started")
+        .when(F.array_contains(types, "rate"), "watched")
+        .when(F.array_contains(types, "add_to_list"), "listed")
+        .otherwise("impressed")
+    )
+
+
+def merge_interactions(
+    session_events: DataFrame,
+    runtimes: DataFrame | None,
+    history_state: DataFrame | None,
+    config: TokenConfig,
+) -> DataFrame:
+    """Tokens (the ``gold/interaction_tokens`` contract, minus ``event_date``) from one day's session events.
+
+    ``runtimes``: ``title_id``, ``runtime_seconds`` (watch fraction is unknown without it).
+    ``history_state``: per ``user_id`` the ``last_position`` and ``last_ts`` before this day.
+    """
+    events = session_events
+    if runtimes is not None:
+        events = events.join(F.broadcast(runtimes.select("title_id", "runtime_seconds")), "title_id", "left")
+    else:
+        events = events.withColumn("runtime_seconds", F.lit(None).cast("double"))
+
+    in_time = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
+    boundary = (
+        F.lag("title_id").over(in_time).isNull()
+        | (F.lag("title_id").over(in_time) != F.col("title_id"))
+        | (F.lag("session_id").over(in_time) != F.col("session_id"))
+    )
+    runs = events.withColumn("_new", F.when(boundary, 1).otherwise(0)).withColumn(
+        "_run", F.sum("_new").over(in_time)
+    )
+    watched = F.greatest(F.col("position_seconds"), F.col("watch_seconds"))
+    merged = runs.groupBy("user_id", "_run").agg(
+        F.first("title_id").alias("title_id"),
+        F.first("session_id").alias("session_id"),
+        F.min("event_ts").alias("ts"),
+        F.min_by("device", "event_ts").alias("device"),
+        F.collect_set("event_type").alias("_types"),
+        F.max("rating").alias("_rating"),
+        (F.max(watched) / F.first("runtime_seconds")).alias("_fraction"),
+        F.count(F.lit(1)).cast("int").alias("n_events"),
+    )
+    # least() skips nulls, so an unknown fraction must stay null explicitly.
+    fraction = F.when(F.col("_fraction").isNotNull(), F.least(F.col("_fraction"), F.lit(1.0)))
+    tokens = merged.withColumn("action", _action(config)).withColumn(
+        "watch_fraction_bucket", watch_fraction_bucket(fraction)
+    )
+
+    if history_state is not None:
+        tokens = tokens.join(history_state, "user_id", "left")
+    else:
+        tokens = tokens.withColumn("last_position", F.lit(None).cast("long")).withColumn(
+            "last_ts", F.lit(None).cast("timestamp")
+        )
+    by_run = Window.partitionBy("user_id").orderBy("_run")
+    previous_ts = F.coalesce(F.lag("ts").over(by_run), F.col("last_ts"))
+    return tokens.select(
+        "user_id",
+        (F.coalesce(F.col("last_position") + 1, F.lit(0)) + F.row_number().over(by_run) - 1)
+        .cast("long")
+        .alias("position"),
+        "title_id",
+        "action",
+        "watch_fraction_bucket",
+        gap_bucket(F.col("ts").cast("double") - previous_ts.cast("double")).alias("gap_bucket"),
+        "device",
+        F.hour("ts").alias("hour"),
+        # Monday = 0, as Python's datetime.weekday().
+        ((F.dayofweek("ts") + 5) % 7).alias("weekday"),
+        "session_id",
+        "ts",
+        "n_events",
+    )
+
+
+def history_state_before(tokens_before: DataFrame) -> DataFrame:
+    """Per member: the last position and its timestamp in all earlier partitions."""
+    return tokens_before.groupBy("user_id").agg(
+        F.max("position").alias("last_position"),
+        F.max_by("ts", "position").alias("last_ts"),
+    )
+
+
+def compression(events: int, tokens: int) -> float:
+    """Events per token (how much merging shortened the sequences)."""
+    return events / tokens if tokens else math.nan

@@ -1,0 +1,146 @@
+"""The shared loop: learns a learnable pattern, resumes exactly, stops early, schedules the LR."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.models import FoundationConfig, FoundationModel, pretraining_loss
+from pipelines.models.windows import (
+    LastTokenDataset,
+    UserSequences,
+    WindowDataset,
+    collate_windows,
+    split_last_token,
+)
+from pipelines.training import TRAIN_PRESETS, TrainConfig, latest_checkpoint, train
+from pipelines.training.loop import lr_factor
+
+N_TITLES = 20
+
+
+def cyclic_sequences(n_users: int, length: int, seed: int = 0) -> UserSequences:
+    """Histories where the next title is (previous + 1) mod N_TITLES, random start and features."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, N_TITLES, n_users)
+    titles = (starts[:, None] + np.arange(length)[None, :]) % N_TITLES  # (U, L)
+    features = [rng.integers(0, high, (n_users, length)) for high in (8, 6, 16, 6, 24, 7)]
+    tokens = np.stack([titles, *features]).reshape(7, -1).astype(np.int64)  # (7, U * L)
+    offsets = np.arange(n_users + 1, dtype=np.int64) * length
+    return UserSequences([f"u{i}" for i in range(n_users)], offsets, tokens)
+
+
+def make_model(seed: int = 0, **overrides: object) -> FoundationModel:
+    torch.manual_seed(seed)
+    config = FoundationConfig.from_preset("tiny", num_titles=N_TITLES, num_genres=3, **overrides)
+    model = FoundationModel(config)
+    g = torch.Generator().manual_seed(seed)
+    model.set_title_metadata(
+        (torch.rand(N_TITLES, config.metadata_dim, generator=g) > 0.5).float(),
+        torch.rand(N_TITLES, generator=g) * 1000,
+        torch.ones(N_TITLES, dtype=torch.bool),
+    )
+    return model
+
+
+def test_loss_falls_and_the_cyclic_pattern_is_learnt() -> None:
+    train_seqs, validation = split_last_token(cyclic_sequences(64, 33))
+    model = make_model()
+    windows = WindowDataset(train_seqs, model.config.max_len, model.config.window_stride)
+    logged: list[tuple[dict[str, float], int]] = []
+    result = train(
+        model,
+        pretraining_loss,
+        windows,
+        replace(TRAIN_PRESETS["tiny"], max_steps=80, eval_every=40),
+        collate_windows,
+        val_data=LastTokenDataset(validation, model.config.max_len),
+        log_metrics=lambda metrics, step: logged.append((metrics, step)),
+    )
+    losses = [m["train/loss"] for m, _ in logged if "train/loss" in m]
+    assert result.steps == 80 and len(losses) == 80
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    val = [m for m, _ in logged if "val/hit_at_1" in m]
+    assert len(val) == 2  # eval_every=40 over 80 steps
+    assert val[-1]["val/hit_at_1"] > 0.9
+    assert {"train/lr", "train/grad_norm"} <= set(logged[0][0])
+
+
+class Killed(Exception):
+    """Stands in for the process dying mid-run."""
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    # Dropout and sampled negatives draw random numbers every step: resuming must restore RNGs.
+    overrides = {"dropout": 0.1, "num_sampled_negatives": 8, "mtp_n": 1}
+    train_seqs, validation = split_last_token(cyclic_sequences(48, 25))
+    config = replace(
+        TRAIN_PRESETS["tiny"], max_steps=12, batch_size=8, checkpoint_every=3, eval_every=4,
+        early_stopping_patience=5, restore_best=False,
+    )  # fmt: skip
+
+    def run(model: FoundationModel, directory: Path, kill_at: int | None = None) -> None:
+        def log(metrics: dict[str, float], step: int) -> None:
+            if kill_at is not None and step == kill_at:
+                raise Killed
+
+        windows = WindowDataset(train_seqs, model.config.max_len, model.config.window_stride)
+        val = LastTokenDataset(validation, model.config.max_len)
+        train(model, pretraining_loss, windows, config, collate_windows, val, directory, log)
+
+    straight = make_model(**overrides)
+    run(straight, tmp_path / "straight")
+
+    interrupted = make_model(**overrides)
+    with pytest.raises(Killed):
+        run(interrupted, tmp_path / "resumed", kill_at=8)  # last checkpoint: step 6, mid-epoch
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-00000006"
+    resumed = make_model(seed=123, **overrides)  # different init: the checkpoint must win
+    run(resumed, tmp_path / "resumed")
+
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_early_stopping_stops_when_patience_runs_out() -> None:
+    train_seqs, validation = split_last_token(cyclic_sequences(32, 17))
+    model = make_model()
+    windows = WindowDataset(train_seqs, model.config.max_len, model.config.window_stride)
+    seen: list[float] = []
+    # lr=0 after warm-up cannot improve, so patience 2 stops at the third validation.
+    config = TrainConfig(
+        lr=1e-9, warmup_steps=1, max_steps=50, batch_size=8, eval_every=2,
+        early_stopping_patience=2, early_stopping_metric="hit_at_10",
+        early_stopping_mode="max", progress=False,
+    )  # fmt: skip
+    result = train(
+        model, pretraining_loss, windows, config, collate_windows,
+        val_data=LastTokenDataset(validation, model.config.max_len),
+        log_metrics=lambda m, s: seen.append(s) if "val/loss" in m else None,
+    )  # fmt: skip
+    assert result.stopped_early
+    assert result.steps == 6 and seen == [2, 4, 6]
+    assert result.best_step == 2
+
+
+def test_warmup_then_cosine_schedule() -> None:
+    assert lr_factor(0, 10, 110, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 110, 0.1) == pytest.approx(1.0)
+    assert lr_factor(60, 10, 110, 0.1) == pytest.approx(0.55)
+    assert lr_factor(110, 10, 110, 0.1) == pytest.approx(0.1)
+
+
+def test_config_errors_say_what_to_change() -> None:
+    with pytest.raises(ValueError, match="max_steps or max_epochs"):
+        TrainConfig(max_steps=None, max_epochs=None)
+    train_seqs, _ = split_last_token(cyclic_sequences(2, 5))
+    model = make_model()
+    windows = WindowDataset(train_seqs, model.config.max_len, model.config.window_stride)
+    with pytest.raises(ValueError, match="lower batch_size"):
+        train(model, pretraining_loss, windows, TrainConfig(batch_size=64), collate_windows)
