@@ -222,6 +222,33 @@ def leave_one_out_split(
     )
 
 
+def merge_validation_into_train(split: LeaveOneOutSplit) -> LeaveOneOutSplit:
+    """``split`` with each validation target moved into ``train``: what a model refits on before
+    the test step, once its hyperparameters are chosen on validation.
+
+    The test target is still held out, so the refit model knows exactly what the test history
+    holds (everything but the last interaction). ``validation`` is left as it was but is no
+    longer held out; never tune on it after refitting.
+    """
+    train, targets = split.train, split.validation
+    rows = pd.DataFrame(
+        {
+            "user": np.concatenate([train.user, targets.users]),
+            "item": np.concatenate([train.item, targets.targets[:, 0]]),
+            "ts": np.concatenate([train.ts, targets.target_ts[:, 0]]),
+            # Validation targets come last for their user in input order as well as in time.
+            "order": np.arange(len(train) + len(targets)),
+        }
+    ).sort_values(["user", "ts", "order"], kind="stable")
+    merged = replace(
+        train,
+        user=rows["user"].to_numpy(np.int64),
+        item=rows["item"].to_numpy(np.int64),
+        ts=rows["ts"].to_numpy(np.int64),
+    )
+    return replace(split, train=merged)
+
+
 def temporal_split(
     interactions: Interactions,
     config: TemporalConfig,

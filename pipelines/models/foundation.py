@@ -162,6 +162,7 @@ class KVCache:
     lengths: torch.Tensor  # (B,) int64: tokens held per row
     hidden: torch.Tensor  # (B, D) float: final hidden state of each row's newest token
     seen: torch.Tensor  # (B, N) bool: titles anywhere in the history (for exclude_seen)
+    titles: torch.Tensor  # (N, D) float: title embeddings at init_cache (stale if metadata changes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,9 +434,14 @@ class FoundationModel(PreTrainedModel):
         return seen[:, : self.num_titles]
 
     def _top_k(
-        self, hidden: torch.Tensor, seen: torch.Tensor, k: int, exclude_seen: bool
+        self,
+        hidden: torch.Tensor,
+        seen: torch.Tensor,
+        k: int,
+        exclude_seen: bool,
+        titles: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = hidden @ self.title_embeddings().T  # (B, N)
+        scores = hidden @ titles.T  # (B, N)
         if exclude_seen:
             scores = scores.masked_fill(seen, float("-inf"))
         top = scores.topk(min(k, self.num_titles), dim=1)
@@ -458,22 +464,23 @@ class FoundationModel(PreTrainedModel):
         """
         self._check_history(history)
         window = history.latest(self.config.max_len)  # (B, W)
-        h = self.hidden_states(window)  # (B, W, D)
+        titles = self.title_embeddings()  # (N, D)
+        h = self.hidden_states(window, titles)  # (B, W, D)
         rows = torch.arange(len(window), device=h.device)
         last = h[rows, window.lengths - 1]  # (B, D)
-        return self._top_k(last, self._seen(history), k, exclude_seen)
+        return self._top_k(last, self._seen(history), k, exclude_seen, titles)
 
     @torch.no_grad()
     def init_cache(self, history: SequenceBatch) -> KVCache:
         """Run each history's latest window once and keep its keys and values."""
         self._check_history(history)
         window = history.latest(self.config.max_len)  # (B, T)
-        return self._prefill(window, self._seen(history))
+        return self._prefill(window, self._seen(history), self.title_embeddings())
 
-    def _prefill(self, window: SequenceBatch, seen: torch.Tensor) -> KVCache:
+    def _prefill(self, window: SequenceBatch, seen: torch.Tensor, titles: torch.Tensor) -> KVCache:
         B, T = window.titles.shape
         W, H, Dh = self.config.max_len, self.config.n_heads, self.config.head_dim
-        x = self._embed(window, self._positions(window), self.title_embeddings())  # (B, T, D)
+        x = self._embed(window, self._positions(window), titles)  # (B, T, D)
         keys, values = [], []
         for block in self.blocks:
             x, k, v = block(x)  # k, v: (B, H, T, Dh)
@@ -487,7 +494,7 @@ class FoundationModel(PreTrainedModel):
         lengths = window.lengths  # (B,)
         hidden = h[torch.arange(B, device=h.device), lengths - 1]  # (B, D)
         padded = _pad_to(window, W)
-        return KVCache(keys, values, padded, lengths, hidden, seen)
+        return KVCache(keys, values, padded, lengths, hidden, seen, titles)
 
     @torch.no_grad()
     def step(self, cache: KVCache, token: SequenceBatch) -> KVCache:
@@ -501,9 +508,9 @@ class FoundationModel(PreTrainedModel):
         W = self.config.max_len
         if bool((cache.lengths >= W).any()):
             slid = _append(cache.window, cache.lengths, token).latest(W)  # (B, W)
-            return self._prefill(slid, cache.seen)
+            return self._prefill(slid, cache.seen, cache.titles)
         positions = cache.lengths[:, None]  # (B, 1)
-        x = self._embed(token, positions, self.title_embeddings())  # (B, 1, D)
+        x = self._embed(token, positions, cache.titles)  # (B, 1, D)
         for block, cache_k, cache_v in zip(self.blocks, cache.keys, cache.values, strict=True):
             x, _, _ = block(x, (cache_k, cache_v), cache.lengths)
         cache.hidden = self.final_norm(x)[:, 0]  # (B, D)
@@ -516,7 +523,7 @@ class FoundationModel(PreTrainedModel):
         self, cache: KVCache, k: int, exclude_seen: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``recommend`` for the histories a cache holds: (ids (B, k), scores (B, k))."""
-        return self._top_k(cache.hidden, cache.seen, k, exclude_seen)
+        return self._top_k(cache.hidden, cache.seen, k, exclude_seen, cache.titles)
 
 
 def _pad_to(batch: SequenceBatch, width: int) -> SequenceBatch:

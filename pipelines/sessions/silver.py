@@ -56,10 +56,15 @@ def sessionise_day(
         written.join(tail.select("session_id").distinct(), "session_id").count() if tail is not None else 0
     )
 
-    # Day D's events can extend sessions that started on D-1: rewrite both days' summaries.
-    both_days = read_partitions(spark, events_path, previous, day)
+    # Day D's events can extend sessions that started on D-1, so both days' summaries are
+    # rewritten. A session starting on D-1 or D can have events arriving from D-1 to D+1 (late
+    # or continuing past midnight), and D-2 is read so that a session which merely continues
+    # into D-1 keeps its true, earlier start instead of looking as if it began on D-1.
+    nearby = read_partitions(
+        spark, events_path, day - dt.timedelta(days=2), day + dt.timedelta(days=1)
+    )
     replace_partitions(
-        summarise_sessions(both_days, previous, day),
+        summarise_sessions(nearby, previous, day),
         settings.table_path("silver", "sessions"),
         previous,
         day,

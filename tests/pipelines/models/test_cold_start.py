@@ -33,7 +33,7 @@ def genre_features(genres: torch.Tensor, config: FoundationConfig) -> torch.Tens
 
 
 def test_a_title_added_after_training_is_recommended_to_matching_members() -> None:
-    torch.manual_seed(1)
+    torch.manual_seed(0)
     config = FoundationConfig.from_preset("tiny", num_titles=N_TITLES, num_genres=GENRES)
     model = FoundationModel(config)
     genres = torch.arange(N_TITLES) // PER_GENRE

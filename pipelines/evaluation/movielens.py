@@ -1,0 +1,168 @@
+"""The public MovieLens leave-one-out benchmark: most-popular and ALS, the transformer later.
+
+Protocol (SASRec / BERT4Rec / HSTU): ratings as implicit interactions, each user's history in
+time order, last item = test target, second-to-last = validation target, users with fewer than 3
+ratings train only, histories capped at the 200 most recent items, every title ranked with the
+user's seen titles excluded. Each model picks its hyperparameters on the validation targets with
+the model fitted on training interactions, then refits on training + validation interactions
+(``merge_validation_into_train``) and is scored once on the test targets.
+
+A model enters the benchmark as a name and a function ``split -> fitted Recommender`` that does
+its own selection and refit, so the transformer joins by adding one entry to the mapping.
+
+Run it with ``python -m pipelines.evaluation.movielens DATASET_DIR [--out REPORT_DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import SparkSession
+
+from pipelines.evaluation.baselines import (
+    ALSGrid,
+    ALSRecommender,
+    MostPopular,
+    MostPopularConfig,
+    select_als,
+)
+from pipelines.evaluation.metrics import RankedTargets, Recommender, rank_targets, summarise
+from pipelines.evaluation.splits import (
+    LeaveOneOutConfig,
+    LeaveOneOutSplit,
+    index_interactions,
+    leave_one_out_split,
+    merge_validation_into_train,
+)
+
+FitForTest = Callable[[LeaveOneOutSplit], Recommender]
+"""Chooses hyperparameters on ``split.validation``, refits, returns a model to score ``split.test``."""
+
+
+def load_leave_one_out(
+    dataset_dir: Path, config: LeaveOneOutConfig = LeaveOneOutConfig()
+) -> LeaveOneOutSplit:
+    """Read a GroupLens MovieLens folder and split it leave-one-out."""
+    from pipelines.sources.movielens import read_ratings
+
+    return leave_one_out_split(index_interactions(read_ratings(Path(dataset_dir))), config)
+
+
+def fit_most_popular(
+    split: LeaveOneOutSplit, config: MostPopularConfig = MostPopularConfig()
+) -> MostPopular:
+    """Most-popular counted over training + validation interactions (nothing to tune)."""
+    model = MostPopular(config)
+    model.fit(merge_validation_into_train(split))
+    return model
+
+
+def fit_als(spark: SparkSession, split: LeaveOneOutSplit, grid: ALSGrid = ALSGrid()) -> ALSRecommender:
+    """ALS with the grid's best validation NDCG@10 config, refitted on training + validation."""
+    selection = select_als(spark, split, grid)
+    model = ALSRecommender(spark, selection.config)
+    model.fit(merge_validation_into_train(split))
+    return model
+
+
+def baseline_models(
+    spark: SparkSession,
+    grid: ALSGrid = ALSGrid(),
+    popularity: MostPopularConfig = MostPopularConfig(),
+) -> dict[str, FitForTest]:
+    """The two baselines, keyed by the name they get in the results table."""
+    return {
+        MostPopular.name: lambda split: fit_most_popular(split, popularity),
+        ALSRecommender.name: lambda split: fit_als(spark, split, grid),
+    }
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Test metrics per model and the per-user ranks behind them (for the report's plots)."""
+
+    table: pd.DataFrame  # index: model name; columns: metrics, fit_seconds, eval_seconds
+    ranked: dict[str, RankedTargets]  # model name -> ranks of its test targets
+    split: LeaveOneOutSplit  # the split every model was scored on
+
+
+def run_leave_one_out(
+    split: LeaveOneOutSplit, models: Mapping[str, FitForTest], batch_size: int = 1024
+) -> BenchmarkResult:
+    """Fit each model with its own function and score it on ``split.test``."""
+    if not models:
+        raise ValueError("no models to benchmark")
+    rows, ranked = {}, {}
+    for name, fit in models.items():
+        started = time.perf_counter()
+        model = fit(split)
+        fitted = time.perf_counter()
+        ranked[name] = rank_targets(model, split.test, batch_size)
+        rows[name] = {
+            **summarise(ranked[name]),
+            "fit_seconds": fitted - started,
+            "eval_seconds": time.perf_counter() - fitted,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "model"
+    return BenchmarkResult(table=table, ranked=ranked, split=split)
+
+
+def leave_one_out_benchmark(
+    dataset_dir: Path,
+    models: Mapping[str, FitForTest],
+    config: LeaveOneOutConfig = LeaveOneOutConfig(),
+    batch_size: int = 1024,
+) -> pd.DataFrame:
+    """Test metrics (rows: models, columns: metrics) on one MovieLens folder."""
+    return run_leave_one_out(load_leave_one_out(dataset_dir, config), models, batch_size).table
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.evaluation.movielens",
+        description="Leave-one-out full-ranking benchmark of the baselines on MovieLens.",
+    )
+    parser.add_argument("dataset_dir", type=Path, help="unpacked GroupLens folder (ml-100k, …)")
+    parser.add_argument("--out", type=Path, default=None, help="write the report here")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=[MostPopular.name, ALSRecommender.name],
+        help="which baselines to run (default: all)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; prints the table and returns the exit status."""
+    from pipelines.evaluation.report import write_report
+    from pipelines.settings import Settings
+    from pipelines.spark_session import build_spark_session
+
+    args = _parse_args(argv)
+    spark = build_spark_session(Settings.from_env(), app_name="reelfm-movielens-benchmark")
+    available = baseline_models(spark)
+    unknown = set(args.models) - set(available)
+    if unknown:
+        raise SystemExit(f"unknown models {sorted(unknown)}; choose from {sorted(available)}")
+    result = run_leave_one_out(
+        load_leave_one_out(args.dataset_dir), {name: available[name] for name in args.models}
+    )
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 200):
+        print(f"{args.dataset_dir.name}: {len(result.split.test)} test users")
+        print(result.table)
+    if args.out is not None:
+        paths = write_report(args.out, result.table, ranked=result.ranked)
+        print(f"report: {paths.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
