@@ -164,13 +164,16 @@ class ALSGrid:
 
     ranks: tuple[int, ...] = (32, 64)  # candidate ALSConfig.rank values
     reg_params: tuple[float, ...] = (0.01, 0.1)  # candidate ALSConfig.reg_param values
-    alphas: tuple[float, ...] = (1.0, 10.0)  # candidate ALSConfig.alpha values
+    alphas: tuple[float, ...] = (1.0, 10.0, 40.0)  # candidate ALSConfig.alpha (Hu et al.: 40)
     max_iters: tuple[int, ...] = (10,)  # candidate ALSConfig.max_iter values
     seed: int = 0  # one seed for every fit, so configs differ only in their parameters
+    blocks: int = 2  # ALSConfig.blocks for every fit (a speed knob, not a hyperparameter)
 
     def configs(self) -> list[ALSConfig]:
         return [
-            ALSConfig(rank=r, reg_param=lam, alpha=a, max_iter=it, seed=self.seed)
+            ALSConfig(
+                rank=r, reg_param=lam, alpha=a, max_iter=it, seed=self.seed, blocks=self.blocks
+            )
             for r, lam, a, it in itertools.product(
                 self.ranks, self.reg_params, self.alphas, self.max_iters
             )

@@ -88,7 +88,7 @@ def _planted(n_users: int = 60, n_items_per_group: int = 20, per_user: int = 12)
 
 def test_als_finds_planted_structure_and_fold_in_matches_spark(spark):
     split = _planted()
-    als = ALSRecommender(spark, ALSConfig(rank=4, reg_param=0.05, alpha=10.0, max_iter=8))
+    als = ALSRecommender(spark, ALSConfig(rank=4, reg_param=0.05, alpha=10.0, max_iter=8, blocks=1))
     als.fit(split)
     als_metrics = evaluate(als, split.test)
     random_metrics = evaluate(RandomScores(split.n_items), split.test)
@@ -105,7 +105,7 @@ def test_als_finds_planted_structure_and_fold_in_matches_spark(spark):
 
 def test_select_als_picks_on_validation_and_reports_the_grid(spark):
     split = _planted(n_users=30)
-    grid = ALSGrid(ranks=(2, 4), reg_params=(0.05,), alphas=(10.0,), max_iters=(5,))
+    grid = ALSGrid(ranks=(2, 4), reg_params=(0.05,), alphas=(10.0,), max_iters=(5,), blocks=1)
     selection = select_als(spark, split, grid)
     assert len(selection.grid) == 2
     best = selection.grid.loc[selection.grid["ndcg_at_10"].idxmax()]
