@@ -31,7 +31,7 @@ def materialize_days(days: list[dt.date], run_config: dict | None = None) -> lis
     settings = Settings.from_env()
     os.makedirs(settings.dagster_home, exist_ok=True)
     os.environ["DAGSTER_HOME"] = settings.dagster_home
-    job = defs.get_job_def("daily_data")
+    job = defs.resolve_job_def("daily_data")
     results = []
     with dg.DagsterInstance.get() as instance:
         for day in days:

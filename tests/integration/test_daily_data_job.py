@@ -27,7 +27,7 @@ def reelfm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spark) -> Path:
 
 
 def _run(day: dt.date, instance: dg.DagsterInstance, run_config: dict | None = None):
-    job = defs.get_job_def("daily_data")
+    job = defs.resolve_job_def("daily_data")
     return job.execute_in_process(
         instance=instance,
         partition_key=day.isoformat(),

@@ -16,15 +16,15 @@ MODEL = "reelfm-foundation"
 def client(tmp_path: Path) -> MlflowClient:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = registry.create_experiment("gate", artifact_location=(tmp_path / "art").as_uri())
+    registry.create_experiment("gate", artifact_location=(tmp_path / "art").as_uri())
     registry.create_registered_model(MODEL)
-    registry._experiment_id = experiment  # noqa: SLF001 - handed to _new_version below
     return registry
 
 
 def _new_version(client: MlflowClient, ndcg_metric: float | None = None) -> str:
     """Register a version from a fresh run; optionally log the run's ndcg_at_10."""
-    run = client.create_run(client._experiment_id)  # noqa: SLF001
+    experiment = client.get_experiment_by_name("gate").experiment_id
+    run = client.create_run(experiment)
     if ndcg_metric is not None:
         client.log_metric(run.info.run_id, "ndcg_at_10", ndcg_metric)
     source = f"{run.info.artifact_uri}/model"

@@ -1,0 +1,90 @@
+"""The report folder: tables, bucketed metrics worked by hand, plots, and the MLflow upload."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from pipelines.evaluation.metrics import RankedTargets
+from pipelines.evaluation.report import (
+    log_report,
+    metric_by_history_length,
+    metrics_table,
+    recall_by_title_age,
+    write_report,
+)
+
+DAY = 86_400
+
+
+def _ranked(ranks: list[float], history_length: list[int], target_ts: list[int]) -> RankedTargets:
+    n = len(ranks)
+    return RankedTargets(
+        ranks=np.asarray(ranks, dtype=np.float64)[:, None],
+        targets=np.arange(n, dtype=np.int64)[:, None],  # user i's target is item i
+        target_ts=np.asarray(target_ts, dtype=np.int64)[:, None],
+        history_length=np.asarray(history_length, dtype=np.int64),
+        top_items=np.tile(np.arange(10), (n, 1)),
+        n_items=20,
+    )
+
+
+RANKED = {"model": _ranked([1, 3, 100, 7], [2, 3, 30, 60], [10 * DAY, 40 * DAY, 2 * DAY, 400 * DAY])}
+
+
+def test_metrics_by_history_length_bucket():
+    table = metric_by_history_length(RANKED)
+    assert table.loc["0-5 items", ("ndcg_at_10", "model")] == pytest.approx((1 + 0.5) / 2)
+    assert table.loc["20-50 items", ("hr_at_10", "model")] == 0.0
+    assert table.loc["50-100 items", ("ndcg_at_10", "model")] == pytest.approx(1 / math.log2(8))
+    assert math.isnan(table.loc["5-10 items", ("ndcg_at_10", "model")])
+    assert table["n_cases"].tolist() == [2, 0, 0, 1, 1, 0, 0]
+
+
+def test_recall_by_title_age_bucket():
+    release = np.zeros(20)  # every title released at t = 0, so age = target time
+    release[3] = np.nan  # unknown release: left out
+    table = recall_by_title_age(RANKED, release, k=50)
+    assert table.loc["7-30 days", "model"] == 1.0  # rank 1 at 10 days
+    assert table.loc["30-90 days", "model"] == 1.0  # rank 3 at 40 days
+    assert table.loc["0-7 days", "model"] == 0.0  # rank 100 at 2 days
+    assert table["n_cases"].sum() == 3
+
+
+def test_write_report_and_log_it_to_mlflow(tmp_path: Path):
+    results = {
+        "most_popular": {"ndcg_at_10": 0.04, "hr_at_10": 0.08, "extra": 1.0},
+        "als": {"ndcg_at_10": 0.07, "hr_at_10": 0.14, "extra": 2.0},
+    }
+    paths = write_report(
+        tmp_path / "report",
+        results,
+        ranked={"most_popular": RANKED["model"], "als": RANKED["model"]},
+        item_release_ts=np.zeros(20),
+        loss_histories={"foundation": [3.0, 2.5, 2.1]},
+    )
+    assert metrics_table(results).columns.tolist() == ["hr_at_10", "ndcg_at_10", "extra"]
+    markdown = paths.markdown.read_text()
+    assert "| als | 0.1400 | 0.0700 | 2.0000 |" in markdown
+    assert "ndcg_by_history_length.png" in markdown
+    assert "<table" in paths.html.read_text()
+    assert set(paths.plots) == {"ndcg_by_history_length", "recall_by_title_age", "training_curves"}
+    for png in paths.plots.values():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("report", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
+        log_report(paths.folder)
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/metrics.md" in logged and "evaluation/training_curves.png" in logged
+
+
+def test_log_report_needs_a_run(tmp_path: Path):
+    (tmp_path / "report").mkdir()
+    with pytest.raises(RuntimeError, match="no active MLflow run"):
+        log_report(tmp_path / "report")
