@@ -29,14 +29,18 @@ class IngestConfig(dg.Config):
         )
 
 
-@dg.asset(key=TITLES, partitions_def=daily_partitions, group_name="bronze", kinds={"spark", "delta"})
+@dg.asset(
+    key=TITLES, partitions_def=daily_partitions, group_name="bronze", kinds={"spark", "delta"}
+)
 def titles(
     context: dg.AssetExecutionContext, lake: LakeResource, tracking: TrackingResource
 ) -> dg.MaterializeResult:
     """The catalogue: the latest landing snapshot on or before the day, upserted by ``title_id``."""
     with tracking.run(context, "bronze/titles") as run:
         report = upsert_titles(lake.spark(), lake.settings(), partition_day(context))
-        log_numbers({"received": report.received, "rejected": report.rejected, "rows": report.table_rows})
+        log_numbers(
+            {"received": report.received, "rejected": report.rejected, "rows": report.table_rows}
+        )
     return dg.MaterializeResult(
         metadata={
             "snapshot_day": report.snapshot_day.isoformat(),
@@ -51,7 +55,12 @@ def titles(
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(EVENTS, deps=[TITLES], description="Accepted events, one row per unique event_id.", kinds={"spark", "delta"}),
+        dg.AssetSpec(
+            EVENTS,
+            deps=[TITLES],
+            description="Accepted events, one row per unique event_id.",
+            kinds={"spark", "delta"},
+        ),
         dg.AssetSpec(
             EVENTS_REJECTED,
             deps=[TITLES],

@@ -28,7 +28,11 @@ class TokenisationConfig(dg.Config):
         dg.AssetSpec(
             INTERACTION_TOKENS,
             # Positions continue from earlier days, so days are tokenised in order.
-            deps=[SESSION_EVENTS, TITLES, dg.AssetDep(INTERACTION_TOKENS, partition_mapping=previous_day)],
+            deps=[
+                SESSION_EVENTS,
+                TITLES,
+                dg.AssetDep(INTERACTION_TOKENS, partition_mapping=previous_day),
+            ],
             description="One row per interaction token; position counts over each member's whole history.",
             kinds={"spark", "delta"},
         ),
@@ -53,7 +57,10 @@ def interaction_tokens(
 
     with tracking.run(context, "gold/interaction_tokens", params=config.model_dump()) as run:
         report = tokenise_day(
-            lake.spark(), lake.settings(), partition_day(context), TokenConfig(**config.model_dump())
+            lake.spark(),
+            lake.settings(),
+            partition_day(context),
+            TokenConfig(**config.model_dump()),
         )
         log_numbers(
             {

@@ -47,7 +47,10 @@ def sessions(
     """Sessionise the day with an inactivity gap, keeping midnight-crossing sessions whole."""
     with tracking.run(context, "silver/sessions", params=config.model_dump()) as run:
         report = sessionise_day(
-            lake.spark(), lake.settings(), partition_day(context), SessionConfig(**config.model_dump())
+            lake.spark(),
+            lake.settings(),
+            partition_day(context),
+            SessionConfig(**config.model_dump()),
         )
         log_numbers(
             {

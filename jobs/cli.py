@@ -40,7 +40,10 @@ def materialize_days(days: list[dt.date], run_config: dict | None = None) -> lis
                 instance=instance,
                 partition_key=day.isoformat(),
                 # Step-by-step events stay in the instance (and the UI); the terminal gets warnings only.
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})},
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                    **(run_config or {}),
+                },
             )
             checks = [
                 evaluation
@@ -87,7 +90,9 @@ def print_summary(settings: Settings) -> None:
         print(f"  {layer}/{table:<20} {rows!s:>10} rows   {path}")
     print(f"\nTokenizer:   {tokenizer_path(settings)}")
     print(f"MLflow runs: {settings.mlflow_tracking_uri}  (browse: make mlflow-ui)")
-    print(f"Dagster:     DAGSTER_HOME={settings.dagster_home}  (browse: make ui → http://127.0.0.1:3000)")
+    print(
+        f"Dagster:     DAGSTER_HOME={settings.dagster_home}  (browse: make ui → http://127.0.0.1:3000)"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -97,9 +102,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = dataclasses.replace(PRESETS[args.preset], seed=args.seed, bad_rate=args.bad_rate)
     if args.days:
         config = dataclasses.replace(config, days=args.days)
-    print(f"Generating {config.days} days of synthetic events ({args.preset} preset) into {settings.landing_root}")
+    print(
+        f"Generating {config.days} days of synthetic events ({args.preset} preset) into {settings.landing_root}"
+    )
     summary = generate(config, settings.landing_root, progress=True)
-    print(f"  {summary.events:,} events, {summary.injected:,} injected bad records, {summary.seconds:.1f} s")
+    print(
+        f"  {summary.events:,} events, {summary.injected:,} injected bad records, {summary.seconds:.1f} s"
+    )
     print(f"Materializing the daily_data job for {config.days} days (Spark + Delta, in-process):")
     results = materialize_days(_days(config.start_date, config.days))
     print_summary(settings)
@@ -122,10 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="generate synthetic events and materialize every day")
-    demo.add_argument("--preset", default="tiny", choices=["tiny", "demo", "benchmark"], help="data size (default: tiny)")
+    demo.add_argument(
+        "--preset",
+        default="tiny",
+        choices=["tiny", "demo", "benchmark"],
+        help="data size (default: tiny)",
+    )
     demo.add_argument("--days", type=int, default=None, help="override the preset's number of days")
     demo.add_argument("--seed", type=int, default=7, help="generator seed (same seed, same data)")
-    demo.add_argument("--bad-rate", type=float, default=0.002, help="fraction of injected bad records")
+    demo.add_argument(
+        "--bad-rate", type=float, default=0.002, help="fraction of injected bad records"
+    )
     demo.set_defaults(func=cmd_demo)
     run = sub.add_parser("run", help="materialize days of landing data already in place")
     run.add_argument("--start", required=True, help="first day, YYYY-MM-DD")

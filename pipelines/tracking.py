@@ -23,7 +23,9 @@ def configure_mlflow(settings: Settings) -> str:
     import mlflow
 
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(settings.mlflow_tracking_uri.removeprefix("sqlite:///")), exist_ok=True)
+        os.makedirs(
+            os.path.dirname(settings.mlflow_tracking_uri.removeprefix("sqlite:///")), exist_ok=True
+        )
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)

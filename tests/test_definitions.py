@@ -29,7 +29,8 @@ def test_definitions_hold_the_data_assets_and_job():
 
 def test_blocking_reject_rate_check_is_declared():
     checks = {
-        (key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys
+        (key.asset_key.to_user_string(), key.name)
+        for key in defs.resolve_asset_graph().asset_check_keys
     }
     assert ("bronze/events", "reject_rate_below_threshold") in checks
 

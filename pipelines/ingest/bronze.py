@@ -88,15 +88,12 @@ def ingest_events_day(
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         by_reason = {
-            row["reason"]: row["count"]
-            for row in classified.groupBy("reason").count().collect()
+            row["reason"]: row["count"] for row in classified.groupBy("reason").count().collect()
         }
         accepted_count = by_reason.pop(None, 0)
         received = accepted_count + sum(by_reason.values())
 
-        accepted = classified.where(F.col("reason").isNull()).withColumn(
-            "event_date", F.lit(day)
-        )
+        accepted = classified.where(F.col("reason").isNull()).withColumn("event_date", F.lit(day))
         accepted = accepted.select([F.col(f.name) for f in BRONZE_EVENTS.fields])
         validation = validate_accepted_events(accepted, day, rules)
         if not validation.success:
@@ -108,7 +105,11 @@ def ingest_events_day(
         rejected = attach_line_numbers(
             classified.where(F.col("reason").isNotNull()).select(
                 F.make_valid_utf8("raw").alias("raw"),
-                "reason", "source_file", "_block", "_row", "ingested_at"
+                "reason",
+                "source_file",
+                "_block",
+                "_row",
+                "ingested_at",
             ),
             lines,
         ).withColumn("event_date", F.lit(day))

@@ -24,7 +24,9 @@ class LandingFiles:
     paths: tuple[str, ...]
 
 
-def list_landing_files(folder: str, suffixes: tuple[str, ...] = (".jsonl", ".json")) -> LandingFiles:
+def list_landing_files(
+    folder: str, suffixes: tuple[str, ...] = (".jsonl", ".json")
+) -> LandingFiles:
     """Data files in ``folder`` (hidden and ``_``-prefixed files such as manifests are skipped)."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(
@@ -66,7 +68,9 @@ def attach_line_numbers(rows: DataFrame, lines: DataFrame) -> DataFrame:
     by_file = Window.partitionBy("source_file").orderBy("_block")
     blocks = blocks.withColumn(
         "_lines_before",
-        F.coalesce(F.sum("_block_lines").over(by_file.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)),
+        F.coalesce(
+            F.sum("_block_lines").over(by_file.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)
+        ),
     )
     return (
         rows.join(F.broadcast(blocks), ["source_file", "_block"], "left")

@@ -82,9 +82,13 @@ def parse_events(lines: DataFrame) -> DataFrame:
     )
 
 
-def _reason_rules(day: dt.date, rules: IngestRules, ingested_at: Column) -> list[tuple[str, Column]]:
+def _reason_rules(
+    day: dt.date, rules: IngestRules, ingested_at: Column
+) -> list[tuple[str, Column]]:
     day_start = F.lit(dt.datetime.combine(day, dt.time.min)).cast("timestamp")
-    window_start = day_start - F.expr(f"INTERVAL {int(rules.lateness_allowance_hours * 3600)} SECONDS")
+    window_start = day_start - F.expr(
+        f"INTERVAL {int(rules.lateness_allowance_hours * 3600)} SECONDS"
+    )
     window_end = day_start + F.expr("INTERVAL 1 DAY")
     raw_is_object = F.trim("raw").startswith("{")
     checks: list[tuple[str, Column]] = [
@@ -101,7 +105,8 @@ def _reason_rules(day: dt.date, rules: IngestRules, ingested_at: Column) -> list
         for name in (*NUMERIC_FIELDS, "event_ts")
     ]
     checks += [
-        (f"empty_id:{name}", F.trim(F.col(name)) == "") for name in ("event_id", "user_id", "title_id")
+        (f"empty_id:{name}", F.trim(F.col(name)) == "")
+        for name in ("event_id", "user_id", "title_id")
     ]
     checks += [
         ("bad_enum:event_type", ~F.col("event_type").isin(*EVENT_TYPES)),
@@ -120,7 +125,10 @@ def _reason_rules(day: dt.date, rules: IngestRules, ingested_at: Column) -> list
             "duration_exceeds_runtime",
             F.col("_runtime").isNotNull()
             & (
-                F.greatest(F.coalesce("watch_seconds", F.lit(0.0)), F.coalesce("position_seconds", F.lit(0.0)))
+                F.greatest(
+                    F.coalesce("watch_seconds", F.lit(0.0)),
+                    F.coalesce("position_seconds", F.lit(0.0)),
+                )
                 > F.col("_runtime") * rules.max_duration_runtime_ratio
             ),
         ),

@@ -67,9 +67,9 @@ def upsert_titles(spark: SparkSession, settings: Settings, day: dt.date) -> Titl
     snapshot_day, folder = latest_snapshot_folder(settings, day)
     snapshot = read_titles_snapshot(spark, folder)
     received = snapshot.count()
-    valid = snapshot.where(F.col("title_id").isNotNull() & (F.trim("title_id") != "")).dropDuplicates(
-        ["title_id"]
-    )
+    valid = snapshot.where(
+        F.col("title_id").isNotNull() & (F.trim("title_id") != "")
+    ).dropDuplicates(["title_id"])
     valid = valid.select([F.col(f.name).cast(f.dataType) for f in BRONZE_TITLES.fields])
     accepted = valid.count()
     path = settings.table_path("bronze", "titles")

@@ -63,7 +63,6 @@ def validate_accepted_events(
 ) -> ValidationOutcome:
     """Run the suite on ``accepted`` with an ephemeral GE context (nothing written to disk)."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

@@ -68,7 +68,9 @@ def sessionise_events(
     if tail is not None:
         tail_rows = tail.select(
             *[
-                F.col(f.name) if f.name in ("user_id", "event_ts", "event_id") else F.lit(None).cast(f.dataType).alias(f.name)
+                F.col(f.name)
+                if f.name in ("user_id", "event_ts", "event_id")
+                else F.lit(None).cast(f.dataType).alias(f.name)
                 for f in BRONZE_EVENTS.fields
             ],
             F.col("session_id").alias("_tail_session"),
@@ -87,7 +89,9 @@ def sessionise_events(
     is_day_row = F.col("_tail_session").isNull()
     first_event = F.min(F.struct("event_ts", "event_id")).over(session)["event_id"]
     own_id = F.sha2(F.concat_ws("|", F.col("user_id"), first_event), 256)
-    day_order = Window.partitionBy("user_id", "_session_no", is_day_row).orderBy("event_ts", "event_id")
+    day_order = Window.partitionBy("user_id", "_session_no", is_day_row).orderBy(
+        "event_ts", "event_id"
+    )
     sessionised = (
         numbered.withColumn("_inherited", F.max("_tail_session").over(session))
         .withColumn("_seq_base", F.coalesce(F.max("_tail_seq").over(session) + 1, F.lit(0)))
@@ -102,7 +106,9 @@ def sessionise_events(
     )
 
 
-def summarise_sessions(session_events: DataFrame, first_day: dt.date, last_day: dt.date) -> DataFrame:
+def summarise_sessions(
+    session_events: DataFrame, first_day: dt.date, last_day: dt.date
+) -> DataFrame:
     """One row per session that started in ``[first_day, last_day]`` (the ``silver/sessions`` contract)."""
     return (
         session_events.groupBy("session_id")

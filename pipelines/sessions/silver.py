@@ -53,7 +53,9 @@ def sessionise_day(
     )
     written = read_partitions(spark, events_path, day)
     continued = (
-        written.join(tail.select("session_id").distinct(), "session_id").count() if tail is not None else 0
+        written.join(tail.select("session_id").distinct(), "session_id").count()
+        if tail is not None
+        else 0
     )
 
     # Day D's events can extend sessions that started on D-1, so both days' summaries are

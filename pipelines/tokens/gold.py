@@ -59,7 +59,9 @@ def tokenise_day(
             f"silver/session_events does not exist yet under {settings.lake_root}: materialize it for {day} first."
         )
     titles_path = settings.table_path("bronze", "titles")
-    titles = spark.read.format("delta").load(titles_path) if table_exists(spark, titles_path) else None
+    titles = (
+        spark.read.format("delta").load(titles_path) if table_exists(spark, titles_path) else None
+    )
     tokens_path = settings.table_path("gold", "interaction_tokens")
     before = read_before(spark, tokens_path, day)
     state = history_state_before(before) if before is not None else None

@@ -60,7 +60,10 @@ def gap_bucket(gap_seconds: Column) -> Column:
 def _action(config: TokenConfig) -> Column:
     types = F.col("_types")
     fraction = F.coalesce(F.col("_fraction"), F.lit(0.0))
-    played = F.arrays_overlap(types, F.array(*[F.lit(t) for t in ("play_start", "play_progress", "play_stop", "complete")]))
+    played = F.arrays_overlap(
+        types,
+        F.array(*[F.lit(t) for t in ("play_start", "play_progress", "play_stop", "complete")]),
+    )
     return (
         F.when(
             F.array_contains(types, "thumbs_up") | (F.col("_rating") >= config.high_rating),
@@ -96,7 +99,9 @@ def merge_interactions(
     """
     events = session_events
     if runtimes is not None:
-        events = events.join(F.broadcast(runtimes.select("title_id", "runtime_seconds")), "title_id", "left")
+        events = events.join(
+            F.broadcast(runtimes.select("title_id", "runtime_seconds")), "title_id", "left"
+        )
     else:
         events = events.withColumn("runtime_seconds", F.lit(None).cast("double"))
 

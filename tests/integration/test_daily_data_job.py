@@ -38,7 +38,13 @@ def _run(day: dt.date, instance: dg.DagsterInstance, run_config: dict | None = N
 
 def _counts(spark, home: Path) -> dict[str, int]:
     out = {}
-    for table in ("bronze/events", "bronze/events_rejected", "silver/session_events", "silver/sessions", "gold/interaction_tokens"):
+    for table in (
+        "bronze/events",
+        "bronze/events_rejected",
+        "silver/session_events",
+        "silver/sessions",
+        "gold/interaction_tokens",
+    ):
         out[table] = spark.read.format("delta").load(str(home / "lake" / table)).count()
     return out
 
@@ -52,7 +58,10 @@ def test_three_days_rerun_is_identical_and_nothing_is_lost(reelfm_home: Path, sp
         first = _counts(spark, reelfm_home)
 
         # Every line received is either accepted or rejected, and the planted bad lines are rejected.
-        assert first["bronze/events"] + first["bronze/events_rejected"] == summary.events + summary.injected
+        assert (
+            first["bronze/events"] + first["bronze/events_rejected"]
+            == summary.events + summary.injected
+        )
         assert first["bronze/events_rejected"] >= summary.injected * 0.9
         assert first["silver/session_events"] == first["bronze/events"]
         assert 0 < first["gold/interaction_tokens"] < first["silver/session_events"]
@@ -63,7 +72,9 @@ def test_three_days_rerun_is_identical_and_nothing_is_lost(reelfm_home: Path, sp
         # Positions are 0..n-1 per member over the whole history: nothing skipped or doubled.
         tokens = spark.read.format("delta").load(str(reelfm_home / "lake/gold/interaction_tokens"))
         gaps = tokens.groupBy("user_id").agg(
-            (dg_max := __import__("pyspark.sql.functions", fromlist=["max"]).max)("position").alias("mx"),
+            (dg_max := __import__("pyspark.sql.functions", fromlist=["max"]).max)("position").alias(
+                "mx"
+            ),
         )
         per_user = {r["user_id"]: r["mx"] for r in gaps.collect()}
         counts = {r["user_id"]: r["count"] for r in tokens.groupBy("user_id").count().collect()}
@@ -74,8 +85,15 @@ def test_three_days_rerun_is_identical_and_nothing_is_lost(reelfm_home: Path, sp
         import mlflow
 
         mlflow.set_tracking_uri(f"sqlite:///{reelfm_home / 'mlflow.db'}")
-        runs = mlflow.search_runs(experiment_names=["reelfm"], filter_string="tags.`dagster.asset` = 'bronze/events'")
-        assert sorted(runs["tags.dagster.partition"]) == ["2026-01-01", "2026-01-02", "2026-01-02", "2026-01-03"]
+        runs = mlflow.search_runs(
+            experiment_names=["reelfm"], filter_string="tags.`dagster.asset` = 'bronze/events'"
+        )
+        assert sorted(runs["tags.dagster.partition"]) == [
+            "2026-01-01",
+            "2026-01-02",
+            "2026-01-02",
+            "2026-01-03",
+        ]
 
     tokenizer = json.loads((reelfm_home / "lake/gold/tokenizer/tokenizer.json").read_text())
     assert len(tokenizer["model"]["vocab"]) == 64 + config.n_titles
@@ -88,11 +106,14 @@ def test_reject_rate_check_blocks_downstream(reelfm_home: Path, spark):
         result = _run(START, instance, {"ops": {"events": {"config": {"max_reject_rate": 0.05}}}})
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks == {"reject_rate_below_threshold": False}
-        materialized = {
-            e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
-        } if hasattr(result, "get_asset_materialization_events") else {
-            m.asset_key.to_user_string() for m in result.asset_materializations_for_node("events")
-        }
+        materialized = (
+            {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+            if hasattr(result, "get_asset_materialization_events")
+            else {
+                m.asset_key.to_user_string()
+                for m in result.asset_materializations_for_node("events")
+            }
+        )
         assert "bronze/events_rejected" in materialized
         # The blocking check stopped sessionisation and tokenisation for this day.
         assert not (reelfm_home / "lake/silver/session_events").exists()

@@ -76,11 +76,17 @@ def test_write_report_and_log_it_to_mlflow(tmp_path: Path):
     for png in paths.plots.values():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = mlflow.create_experiment("report", artifact_location=(tmp_path / "art").as_uri())
-    with mlflow.start_run(experiment_id=experiment) as run:
-        log_report(paths.folder)
-    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    try:
+        art = (tmp_path / "art").as_uri()
+        experiment = mlflow.create_experiment("report", artifact_location=art)
+        with mlflow.start_run(experiment_id=experiment) as run:
+            log_report(paths.folder)
+        client = mlflow.MlflowClient()
+        logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
     assert "evaluation/metrics.md" in logged and "evaluation/training_curves.png" in logged
 
 

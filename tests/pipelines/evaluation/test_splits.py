@@ -12,8 +12,8 @@ from pipelines.evaluation.splits import (
     TemporalConfig,
     index_interactions,
     leave_one_out_split,
-    temporal_split,
     merge_validation_into_train,
+    temporal_split,
 )
 
 

@@ -41,7 +41,10 @@ def _line(record: dict) -> bytes:
 BAD_FILE: list[tuple[bytes, str | None]] = [
     (_line(_event("good-1")), None),
     (b'{"event_id": "broken", "user_id": \n', "malformed_json"),
-    (_line({k: v for k, v in _event("no-user").items() if k != "user_id"}), "missing_field:user_id"),
+    (
+        _line({k: v for k, v in _event("no-user").items() if k != "user_id"}),
+        "missing_field:user_id",
+    ),
     (_line(_event("wrong-type", watch_seconds="abc")), "wrong_type:watch_seconds"),
     (_line(_event("negative", watch_seconds=-5.0)), "negative_duration"),
     (_line(_event("too-old", event_ts="2025-12-01T10:00:00Z")), "ts_outside_day"),

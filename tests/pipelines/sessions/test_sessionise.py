@@ -79,7 +79,11 @@ def test_session_crossing_midnight_stays_whole(spark):
     first = sessionise_events(
         _events(
             spark,
-            [("p", "u1", late_evening - dt.timedelta(hours=2)), ("q", "u1", late_evening), ("r", "u1", late_evening + dt.timedelta(minutes=15))],
+            [
+                ("p", "u1", late_evening - dt.timedelta(hours=2)),
+                ("q", "u1", late_evening),
+                ("r", "u1", late_evening + dt.timedelta(minutes=15)),
+            ],
             day1,
         ),
         None,
@@ -120,7 +124,14 @@ def test_session_crossing_midnight_stays_whole(spark):
 def test_late_event_from_previous_day_joins_the_tail_session(spark):
     day1 = dt.date(2026, 1, 1)
     first = sessionise_events(
-        _events(spark, [("q", "u1", dt.datetime(2026, 1, 1, 23, 30)), ("r", "u1", dt.datetime(2026, 1, 1, 23, 50))], day1),
+        _events(
+            spark,
+            [
+                ("q", "u1", dt.datetime(2026, 1, 1, 23, 30)),
+                ("r", "u1", dt.datetime(2026, 1, 1, 23, 50)),
+            ],
+            day1,
+        ),
         None,
         SessionConfig(),
     )

@@ -19,13 +19,31 @@ def _session_events(spark, rows):
     for seq, (eid, user, title, etype, minutes, position, rating, session) in enumerate(rows):
         ts = T0 + dt.timedelta(minutes=minutes)
         full.append(
-            (eid, user, title, etype, ts, None, position, rating, "tv", "GB", "f", ts, DAY, session, seq)
+            (
+                eid,
+                user,
+                title,
+                etype,
+                ts,
+                None,
+                position,
+                rating,
+                "tv",
+                "GB",
+                "f",
+                ts,
+                DAY,
+                session,
+                seq,
+            )
         )
     return spark.createDataFrame(full, SESSION_EVENTS)
 
 
 def _runtimes(spark):
-    return spark.createDataFrame([("film", 6000.0), ("short", 600.0)], "title_id string, runtime_seconds double")
+    return spark.createDataFrame(
+        [("film", 6000.0), ("short", 600.0)], "title_id string, runtime_seconds double"
+    )
 
 
 def test_consecutive_events_on_one_title_merge_into_one_token(spark):
@@ -43,7 +61,11 @@ def test_consecutive_events_on_one_title_merge_into_one_token(spark):
             ("8", "u1", "film", "add_to_list", 400, None, None, "s2"),
         ],
     )
-    tokens = merge_interactions(events, _runtimes(spark), None, TokenConfig()).orderBy("position").collect()
+    tokens = (
+        merge_interactions(events, _runtimes(spark), None, TokenConfig())
+        .orderBy("position")
+        .collect()
+    )
     assert [(t["position"], t["title_id"], t["action"], t["n_events"]) for t in tokens] == [
         (0, "film", "completed", 4),
         (1, "short", "abandoned", 2),
@@ -82,4 +104,7 @@ def test_unknown_runtime_gives_unknown_watch_bucket(spark):
     token = merge_interactions(events, _runtimes(spark), None, TokenConfig()).first()
     assert token["watch_fraction_bucket"] == 0
     assert token["action"] == "started"
-    assert merge_interactions(events, None, None, TokenConfig()).where(F.col("position") == 0).count() == 1
+    assert (
+        merge_interactions(events, None, None, TokenConfig()).where(F.col("position") == 0).count()
+        == 1
+    )
