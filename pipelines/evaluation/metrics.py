@@ -121,7 +121,9 @@ def _checked_scores(raw: object, batch: int, n_items: int, name: str) -> torch.T
     return scores
 
 
-def rank_targets(recommender: Recommender, eval_set: EvalSet, batch_size: int = 1024) -> RankedTargets:
+def rank_targets(
+    recommender: Recommender, eval_set: EvalSet, batch_size: int = 1024
+) -> RankedTargets:
     """Score ``eval_set`` in batches of users and rank every target against the full catalogue."""
     if len(eval_set) == 0 or eval_set.n_cases == 0:
         raise ValueError("the evaluation set has no targets; check the split's parameters")

@@ -63,7 +63,9 @@ def fit_most_popular(
     return model
 
 
-def fit_als(spark: SparkSession, split: LeaveOneOutSplit, grid: ALSGrid = ALSGrid()) -> ALSRecommender:
+def fit_als(
+    spark: SparkSession, split: LeaveOneOutSplit, grid: ALSGrid = ALSGrid()
+) -> ALSRecommender:
     """ALS with the grid's best validation NDCG@10 config, refitted on training + validation."""
     selection = select_als(spark, split, grid)
     model = ALSRecommender(spark, selection.config)

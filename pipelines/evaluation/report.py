@@ -186,14 +186,20 @@ def write_report(
         by_length = metric_by_history_length(ranked)
         ndcg_columns = [c for c in by_length.columns if c[0] == "ndcg_at_10"]
         plots["ndcg_by_history_length"] = _plot_buckets(
-            by_length, ndcg_columns, "NDCG@10", "NDCG@10 by history length",
+            by_length,
+            ndcg_columns,
+            "NDCG@10",
+            "NDCG@10 by history length",
             out_dir / "ndcg_by_history_length.png",
         )
         sections.append(("Metrics by history length", by_length))
         if item_release_ts is not None:
             by_age = recall_by_title_age(ranked, item_release_ts)
             plots["recall_by_title_age"] = _plot_buckets(
-                by_age, list(ranked), f"Recall@{COLD_START_K}", "Recall by title age",
+                by_age,
+                list(ranked),
+                f"Recall@{COLD_START_K}",
+                "Recall by title age",
                 out_dir / "recall_by_title_age.png",
             )
             sections.append(("Recall by title age", by_age))
@@ -217,7 +223,9 @@ def write_report(
     md_path.write_text("\n".join(md), encoding="utf-8")
     html_path = out_dir / "metrics.html"
     html_path.write_text("<!doctype html>\n<html><body>\n" + "\n".join(page) + "\n</body></html>\n")
-    return ReportPaths(folder=out_dir, markdown=md_path, html=html_path, table_csv=csv_path, plots=plots)
+    return ReportPaths(
+        folder=out_dir, markdown=md_path, html=html_path, table_csv=csv_path, plots=plots
+    )
 
 
 def log_report(folder: Path, artifact_path: str = "evaluation", run_id: str | None = None) -> None:

@@ -75,7 +75,9 @@ def test_most_popular_beats_random_on_real_movielens(shared_datasets: Path):
     assert popular_metrics["ndcg_at_10"] > 0.02  # random's expectation is about 0.003 here
 
 
-def _planted(n_users: int = 60, n_items_per_group: int = 20, per_user: int = 12) -> LeaveOneOutSplit:
+def _planted(
+    n_users: int = 60, n_items_per_group: int = 20, per_user: int = 12
+) -> LeaveOneOutSplit:
     """Two taste groups: each user watches only titles of their own group (A or B)."""
     rng = np.random.default_rng(7)
     rows = []

@@ -122,7 +122,9 @@ def test_cold_start_recall_counts_only_new_title_targets():
 def test_batches_do_not_change_the_result():
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(37, 200)).astype(np.float32)
-    histories = [rng.choice(200, size=rng.integers(0, 20), replace=False).tolist() for _ in range(37)]
+    histories = [
+        rng.choice(200, size=rng.integers(0, 20), replace=False).tolist() for _ in range(37)
+    ]
     targets = [[int(rng.choice(np.setdiff1d(np.arange(200), h)))] for h in histories]
     eval_set = _eval_set(histories, targets, 200)
     whole = evaluate(FixedScores(scores), eval_set, batch_size=1000)

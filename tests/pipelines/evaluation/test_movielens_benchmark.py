@@ -35,6 +35,8 @@ def test_the_split_holds_out_two_items_per_user(shared_datasets: Path):
 
 def test_command_line_writes_a_report(spark, shared_datasets: Path, tmp_path: Path, capsys):
     out = tmp_path / "report"
-    assert main([str(shared_datasets / "ml-100k"), "--models", "most_popular", "--out", str(out)]) == 0
+    assert (
+        main([str(shared_datasets / "ml-100k"), "--models", "most_popular", "--out", str(out)]) == 0
+    )
     assert "most_popular" in capsys.readouterr().out
     assert (out / "metrics.md").is_file() and (out / "ndcg_by_history_length.png").is_file()

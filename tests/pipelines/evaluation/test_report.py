@@ -33,7 +33,9 @@ def _ranked(ranks: list[float], history_length: list[int], target_ts: list[int])
     )
 
 
-RANKED = {"model": _ranked([1, 3, 100, 7], [2, 3, 30, 60], [10 * DAY, 40 * DAY, 2 * DAY, 400 * DAY])}
+RANKED = {
+    "model": _ranked([1, 3, 100, 7], [2, 3, 30, 60], [10 * DAY, 40 * DAY, 2 * DAY, 400 * DAY])
+}
 
 
 def test_metrics_by_history_length_bucket():
