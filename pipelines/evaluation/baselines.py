@@ -12,7 +12,10 @@ for each of the n items the user interacted with (r = interactions with that ite
 count-scaled regularisation λ·n. So ALS scores any history, including the leave-one-out test
 history that ends with the validation item, without refitting: the validation item moves the
 user's vector while the item factors stay those fitted on training data only. Hyperparameters are
-chosen on the validation targets alone (``select_als``).
+chosen on the validation targets alone (``select_als``). The MovieLens benchmark then refits the
+chosen config on training + validation (``merge_validation_into_train``) before the test step, so
+the item factors learn from the validation interactions too; on ml-100k the two ways differ by
+noise (test NDCG@10 0.0726 with fold-in only, 0.0733 refitted).
 """
 
 from __future__ import annotations

@@ -127,12 +127,11 @@ def rank_targets(
     """Score ``eval_set`` in batches of users and rank every target against the full catalogue."""
     if len(eval_set) == 0 or eval_set.n_cases == 0:
         raise ValueError("the evaluation set has no targets; check the split's parameters")
-    name = getattr(recommender, "name", type(recommender).__name__)
     ranks, tops = [], []
     for start in range(0, len(eval_set), batch_size):
         stop = min(start + batch_size, len(eval_set))
         raw = recommender.score(eval_set.histories[start:stop])
-        scores = _checked_scores(raw, stop - start, eval_set.n_items, name)
+        scores = _checked_scores(raw, stop - start, eval_set.n_items, recommender.name)
         excluded = exclusion_mask(eval_set.exclude[start:stop], eval_set.n_items)
         targets = torch.from_numpy(eval_set.targets[start:stop])
         ranks.append(full_ranks(scores, targets, excluded).numpy())

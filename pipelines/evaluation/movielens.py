@@ -157,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_leave_one_out(
         load_leave_one_out(args.dataset_dir), {name: available[name] for name in args.models}
     )
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 200):
+    with pd.option_context(
+        "display.float_format", "{:.4f}".format, "display.width", 200, "display.max_columns", None
+    ):
         print(f"{args.dataset_dir.name}: {len(result.split.test)} test users")
         print(result.table)
     if args.out is not None:

@@ -154,12 +154,20 @@ def _plot_losses(loss_histories: Mapping[str, Sequence[float]], path: Path) -> P
     return path
 
 
+def _cell(column: str, value: object) -> str:
+    if not isinstance(value, float | np.floating):
+        return str(value)
+    if np.isnan(value):
+        return "–"  # an empty bucket, not a zero
+    return f"{value:.0f}" if column.startswith("n_") else f"{value:.4f}"
+
+
 def _markdown_table(table: pd.DataFrame) -> str:
     """A GitHub Markdown table, without the optional ``tabulate`` dependency of ``to_markdown``."""
     header = [table.index.name or ""] + [str(c) for c in table.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, row in table.iterrows():
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.to_numpy()]
+        cells = [_cell(str(column), value) for column, value in row.items()]
         lines.append("| " + " | ".join([str(index), *cells]) + " |")
     return "\n".join(lines)
 
@@ -212,7 +220,10 @@ def write_report(
     page = [f"<h1>{html.escape(title)}</h1>", table.to_html(float_format="{:.4f}".format)]
     for heading, frame in sections:
         flat = frame.copy()
-        flat.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else c for c in flat.columns]
+        flat.columns = [
+            " ".join(str(part) for part in c if part) if isinstance(c, tuple) else c
+            for c in flat.columns
+        ]
         flat.index.name = "bucket"
         md += [f"## {heading}", "", _markdown_table(flat), ""]
         page += [f"<h2>{html.escape(heading)}</h2>", flat.to_html(float_format="{:.4f}".format)]

@@ -151,7 +151,7 @@ def index_interactions(
 
     Items are indexed in sorted order of their string id over the union of ``frame`` and
     ``catalogue`` (titles nobody has interacted with yet are still ranked). Users are indexed
-    in sorted order of their string id.
+    in sorted order of their string id. ``ts_col`` holds unix seconds or a datetime column.
     """
     missing = {user_col, item_col, ts_col} - set(frame.columns)
     if missing:
@@ -161,7 +161,11 @@ def index_interactions(
     # Fixed-width unicode arrays sort and search far faster than object arrays of str.
     users = frame[user_col].astype(str).to_numpy(dtype=str)
     items = frame[item_col].astype(str).to_numpy(dtype=str)
-    ts = frame[ts_col].to_numpy().astype(np.int64)
+    ts_values = frame[ts_col]
+    if pd.api.types.is_datetime64_any_dtype(ts_values):
+        # Gold tokens carry timestamps; everything here counts in unix seconds.
+        ts_values = (ts_values - pd.Timestamp(0, tz=ts_values.dt.tz)) // pd.Timedelta(seconds=1)
+    ts = ts_values.to_numpy().astype(np.int64)
 
     item_vocab = np.unique(items) if catalogue is None else np.union1d(items, list(catalogue))
     user_ids, user_index = np.unique(users, return_inverse=True)

@@ -90,7 +90,7 @@ def _planted(
 
 def test_als_finds_planted_structure_and_fold_in_matches_spark(spark):
     split = _planted()
-    als = ALSRecommender(spark, ALSConfig(rank=4, reg_param=0.05, alpha=10.0, max_iter=8, blocks=1))
+    als = ALSRecommender(spark, ALSConfig(rank=4, reg_param=0.05, alpha=10.0, max_iter=5, blocks=1))
     als.fit(split)
     als_metrics = evaluate(als, split.test)
     random_metrics = evaluate(RandomScores(split.n_items), split.test)

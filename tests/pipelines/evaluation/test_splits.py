@@ -109,3 +109,16 @@ def test_temporal_split_marks_new_titles_from_release_dates():
     split = temporal_split(index_interactions(_frame(rows)), TemporalConfig(cutoff_ts=10), release)
     assert split.new_items.tolist() == [False, False, True]
     np.testing.assert_array_equal(split.item_release_ts, [0.0, 5.0, 11.0])
+
+
+def test_datetime_timestamps_become_unix_seconds():
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u", "u"],
+            "title_id": ["x", "y"],
+            "ts": pd.to_datetime(["2026-01-01T00:00:10Z", "2026-01-01T00:00:05Z"]),
+        }
+    )
+    interactions = index_interactions(frame)
+    assert interactions.ts.tolist() == [1_767_225_605, 1_767_225_610]
+    assert interactions.item.tolist() == [1, 0]  # y came first
