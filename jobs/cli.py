@@ -22,8 +22,10 @@ def _days(first: dt.date, count: int) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range(count)]
 
 
-def materialize_days(days: list[dt.date], run_config: dict | None = None) -> list[dict]:
-    """Run the ``daily_data`` job for each day in order, in-process; stop at the first failure."""
+def materialize_days(
+    days: list[dt.date], job_name: str = "daily_data", run_config: dict | None = None
+) -> list[dict]:
+    """Run ``job_name`` for each day in order, in-process; stop at the first failure."""
     import dagster as dg
 
     from jobs.definitions import defs
@@ -31,7 +33,7 @@ def materialize_days(days: list[dt.date], run_config: dict | None = None) -> lis
     settings = Settings.from_env()
     os.makedirs(settings.dagster_home, exist_ok=True)
     os.environ["DAGSTER_HOME"] = settings.dagster_home
-    job = defs.resolve_job_def("daily_data")
+    job = defs.resolve_job_def(job_name)
     results = []
     with dg.DagsterInstance.get() as instance:
         for day in days:
@@ -60,7 +62,7 @@ def materialize_days(days: list[dt.date], run_config: dict | None = None) -> lis
                 }
             )
             print(
-                f"  {day}: {'ok' if results[-1]['success'] else 'FAILED'} in {results[-1]['seconds']} s"
+                f"  {job_name} {day}: {'ok' if results[-1]['success'] else 'FAILED'} in {results[-1]['seconds']} s"
                 + (f" (blocked by {', '.join(results[-1]['failed_checks'])})" if checks else ""),
                 flush=True,
             )
@@ -89,10 +91,29 @@ def print_summary(settings: Settings) -> None:
         rows = spark.read.format("delta").load(path).count() if table_exists(spark, path) else "-"
         print(f"  {layer}/{table:<20} {rows!s:>10} rows   {path}")
     print(f"\nTokenizer:   {tokenizer_path(settings)}")
+    _print_registry(settings)
     print(f"MLflow runs: {settings.mlflow_tracking_uri}  (browse: make mlflow-ui)")
     print(
         f"Dagster:     DAGSTER_HOME={settings.dagster_home}  (browse: make ui → http://127.0.0.1:3000)"
     )
+
+
+def _print_registry(settings: Settings) -> None:
+    """Registered model versions and their aliases (what consumers pull)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.tracking import configure_mlflow
+
+    configure_mlflow(settings)
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions("name = 'reelfm-foundation'")
+    except MlflowException:
+        return
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        aliases = ", ".join(version.aliases) or "-"
+        print(f"Registered:  reelfm-foundation v{version.version} (aliases: {aliases})")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -109,8 +130,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"  {summary.events:,} events, {summary.injected:,} injected bad records, {summary.seconds:.1f} s"
     )
+    train_day = config.start_date + dt.timedelta(days=config.days)
     print(f"Materializing the daily_data job for {config.days} days (Spark + Delta, in-process):")
     results = materialize_days(_days(config.start_date, config.days))
+    if all(r["success"] for r in results):
+        # The model partition after the last data day trains on every day generated.
+        size = "tiny" if args.preset == "tiny" else "demo"
+        print(f"Pretraining the foundation model ({size} preset) on the days before {train_day}:")
+        train_config = {"model_preset": size, "train_preset": size}
+        results += materialize_days(
+            [train_day],
+            job_name="foundation_training",
+            run_config={"ops": {"models__foundation": {"config": train_config}}},
+        )
     print_summary(settings)
     return 0 if all(r["success"] for r in results) else 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import bronze, gold, silver
+from assets import bronze, gold, models, silver
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource, TrackingResource
 
@@ -23,6 +23,17 @@ daily_data_job = dg.define_asset_job(
     description="Landing files → bronze → silver sessions → gold interaction tokens, for one day.",
 )
 
+model_assets = [models.foundation]
+
+foundation_training_job = dg.define_asset_job(
+    "foundation_training",
+    selection=dg.AssetSelection.assets(*model_assets),
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,  # one Spark JVM; training runs in the same process
+    description="Pretrain the foundation model on interaction tokens strictly before the day; "
+    "register a reelfm-foundation version (alias challenger).",
+)
+
 nightly_data_schedule = dg.build_schedule_from_partitioned_job(
     daily_data_job, hour_of_day=2, minute_of_hour=0, name="nightly_data"
 )
@@ -34,8 +45,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 
 
 defs = dg.Definitions(
-    assets=data_assets,
-    jobs=[daily_data_job],
+    assets=[*data_assets, *model_assets],
+    jobs=[daily_data_job, foundation_training_job],
     schedules=[nightly_data_schedule],
     resources=build_resources(),
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -85,3 +85,35 @@ def run_url(settings: Settings, run: Any) -> str:
     if uri.startswith("http"):
         return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     return f"{uri} (run {run.info.run_id}; open with `make mlflow-ui`)"
+
+
+def register_model_version(
+    name: str,
+    run_id: str,
+    artifact_path: str,
+    tags: Mapping[str, str],
+    aliases: Sequence[str] = (),
+) -> Any:
+    """Register run ``run_id``'s artifact folder ``artifact_path`` as a new version of ``name``.
+
+    The folder is a plain Hugging Face model directory rather than an MLflow flavour, so the
+    version is created from the run's artifact URI (MLflow 3's ``register_model`` only accepts
+    logged models). The registered model is created on first use; each alias in ``aliases``
+    moves to the new version. Returns the ``ModelVersion``; consumers download it with
+    ``mlflow.artifacts.download_artifacts("models:/<name>@<alias>")``.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        # Another partition may have created it first; anything else is a real failure.
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    version = client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version.version)
+    return version

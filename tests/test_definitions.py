@@ -20,6 +20,7 @@ def test_definitions_hold_the_data_assets_and_job():
         "silver/sessions",
         "gold/interaction_tokens",
         "gold/tokenizer",
+        "models/foundation",
     } <= keys
     job = defs.resolve_job_def("daily_data")
     assert job.partitions_def is not None

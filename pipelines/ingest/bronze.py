@@ -1,7 +1,8 @@
 """Land one day of raw events in ``bronze/events`` and ``bronze/events_rejected``.
 
 One pass parses and classifies every line; the result is persisted so that the accepted write,
-the rejected write, the counts and the Great Expectations run do not re-read the JSON. Both
+the rejected write (line numbers included), the counts and the Great Expectations run do not
+re-read the JSON. Both
 tables replace exactly the day's partition, so a re-run replaces instead of duplicating, and
 ``accepted + rejected == received`` is checked before the function returns.
 """
@@ -85,6 +86,16 @@ def ingest_events_day(
     lines = read_landing_lines(spark, files)
     classified = classify_events(
         parse_events(lines), day, rules, ingested_at, _catalogue_runtimes(spark, settings)
+    )
+    # Cache only what the counts, GE and both writes read: the parsed JSON struct and its string
+    # columns then never reach the dedupe shuffle or the cache, and accepted rows drop their raw
+    # text. Every line keeps its position, so line numbers come from here, not a second read.
+    classified = classified.select(
+        *[F.col(f.name) for f in BRONZE_EVENTS.fields if f.name != "event_date"],
+        F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
+        "reason",
+        "_block",
+        "_row",
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         by_reason = {
@@ -111,7 +122,7 @@ def ingest_events_day(
                 "_row",
                 "ingested_at",
             ),
-            lines,
+            classified,
         ).withColumn("event_date", F.lit(day))
         replace_partitions(
             accepted, settings.table_path("bronze", "events"), day, schema=BRONZE_EVENTS

@@ -59,8 +59,9 @@ def read_landing_lines(spark: SparkSession, files: LandingFiles) -> DataFrame:
 def attach_line_numbers(rows: DataFrame, lines: DataFrame) -> DataFrame:
     """Add ``line_number`` (1-based, within ``source_file``) to a subset ``rows`` of ``lines``.
 
-    ``lines`` is re-scanned only to count rows per file split, which is cheap next to parsing; the
-    scan plan is identical, so ``_row`` ids line up.
+    ``lines`` holds every line of the day (``source_file``, ``_block``, ``_row``) and is read only
+    to count rows per file split. Pass the rows ``rows`` was derived from (bronze passes its cached,
+    classified lines) or an identical scan plan, so that ``_row`` ids line up.
     """
     blocks = lines.groupBy("source_file", "_block").agg(
         F.count(F.lit(1)).alias("_block_lines"), F.min("_row").alias("_block_first_row")

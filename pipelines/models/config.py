@@ -38,6 +38,7 @@ class FoundationConfig(PretrainedConfig):
     # --- catalogue -------------------------------------------------------------------------
     num_titles: int = 100  # rows of the title tables, title index 0..num_titles-1 (token id - 64)
     num_genres: int = 8  # width of the genre multi-hot: the first num_genres metadata columns
+    genres: list[str] | None = None  # genre name of each multi-hot column, to rebuild metadata
     num_actions: int = len(ACTIONS)  # action ids index schemas.ACTIONS
     num_devices: int = len(DEVICES)  # device ids index schemas.DEVICES ("unknown" for nulls)
 
@@ -68,6 +69,8 @@ class FoundationConfig(PretrainedConfig):
             raise ValueError(f"d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
         if self.num_titles < 1:
             raise ValueError(f"num_titles must be positive, got {self.num_titles}")
+        if self.genres is not None and len(self.genres) != self.num_genres:
+            raise ValueError(f"{len(self.genres)} genre names for num_genres={self.num_genres}")
         if self.genre_weight > 0 and self.num_genres < 1:
             raise ValueError("genre_weight > 0 needs num_genres >= 1 (the genre head's targets)")
         if self.genre_weight > 0 and not self.use_metadata:

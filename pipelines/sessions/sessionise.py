@@ -117,7 +117,9 @@ def summarise_sessions(
             F.min("event_ts").alias("start_ts"),
             F.max("event_ts").alias("end_ts"),
             F.count(F.lit(1)).alias("n_events"),
-            F.countDistinct("title_id").alias("n_titles"),
+            # size(collect_set) counts the same non-null distinct values as countDistinct without
+            # Spark's distinct-aggregate rewrite (an Expand that doubles the rows and a second shuffle).
+            F.size(F.collect_set("title_id")).cast("long").alias("n_titles"),
             F.sort_array(F.collect_set(F.coalesce("device", F.lit("unknown")))).alias("devices"),
         )
         .withColumn("event_date", F.to_date("start_ts"))
