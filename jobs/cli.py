@@ -12,14 +12,28 @@ import argparse
 import dataclasses
 import datetime as dt
 import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 from pipelines.settings import Settings
 
 
 def _days(first: dt.date, count: int) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range(count)]
+
+
+INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "infra" / "embedded" / "dagster.yaml"
+
+
+def ensure_dagster_home(settings: Settings) -> None:
+    """Create the embedded Dagster instance folder (with ``infra/embedded/dagster.yaml``) if missing."""
+    os.makedirs(settings.dagster_home, exist_ok=True)
+    target = Path(settings.dagster_home) / "dagster.yaml"
+    if not target.exists():
+        shutil.copyfile(INSTANCE_TEMPLATE, target)
+    os.environ["DAGSTER_HOME"] = settings.dagster_home
 
 
 def materialize_days(
@@ -31,8 +45,7 @@ def materialize_days(
     from jobs.definitions import defs
 
     settings = Settings.from_env()
-    os.makedirs(settings.dagster_home, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = settings.dagster_home
+    ensure_dagster_home(settings)
     job = defs.resolve_job_def(job_name)
     results = []
     with dg.DagsterInstance.get() as instance:
@@ -111,7 +124,9 @@ def _print_registry(settings: Settings) -> None:
         versions = client.search_model_versions("name = 'reelfm-foundation'")
     except MlflowException:
         return
-    for version in sorted(versions, key=lambda v: int(v.version)):
+    for found in sorted(versions, key=lambda v: int(v.version)):
+        # Search results carry no aliases; the version itself does.
+        version = client.get_model_version("reelfm-foundation", str(found.version))
         aliases = ", ".join(version.aliases) or "-"
         print(f"Registered:  reelfm-foundation v{version.version} (aliases: {aliases})")
 
