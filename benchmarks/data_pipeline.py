@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         with PeakMemory() as memory:
             stages, jvm_s = run_spark(home, dates, args.cores, memory)
             duck = None if args.skip_duckdb else run_duckdb(home, args.cores, memory)
-        received = stages[0].events
+        received = next(s.events for s in stages if s.name == "bronze")
         print_report(stages, jvm_s, duck, received)
     finally:
         if not args.keep:
