@@ -60,11 +60,33 @@ def read_titles_snapshot(spark: SparkSession, folder: str) -> DataFrame:
     return raw.withColumn("release_date", F.to_date("release_date"))
 
 
+def _snapshot_marker(snapshot_day: dt.date, folder: str) -> str:
+    files = sorted(
+        f"{name}@{os.stat(os.path.join(folder, name)).st_mtime_ns}"
+        for name in os.listdir(folder)
+        if not name.startswith((".", "_"))
+    )
+    return f"titles_snapshot={snapshot_day.isoformat()};files={','.join(files)}"
+
+
+def _last_commit_marker(spark: SparkSession, path: str) -> str | None:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, path).history(1).first()["userMetadata"]
+
+
 def upsert_titles(spark: SparkSession, settings: Settings, day: dt.date) -> TitlesReport:
     """Merge the latest snapshot on or before ``day`` into ``bronze/titles``."""
     from delta.tables import DeltaTable
 
     snapshot_day, folder = latest_snapshot_folder(settings, day)
+    path = settings.table_path("bronze", "titles")
+    # Daily runs mostly see the same snapshot again: skip the MERGE when the newest commit
+    # already came from this exact snapshot (same folder, same files, same modification times).
+    marker = _snapshot_marker(snapshot_day, folder)
+    if table_exists(spark, path) and _last_commit_marker(spark, path) == marker:
+        rows = spark.read.format("delta").load(path).count()
+        return TitlesReport(snapshot_day=snapshot_day, received=0, rejected=0, table_rows=rows)
     snapshot = read_titles_snapshot(spark, folder)
     received = snapshot.count()
     valid = snapshot.where(
@@ -72,18 +94,21 @@ def upsert_titles(spark: SparkSession, settings: Settings, day: dt.date) -> Titl
     ).dropDuplicates(["title_id"])
     valid = valid.select([F.col(f.name).cast(f.dataType) for f in BRONZE_TITLES.fields])
     accepted = valid.count()
-    path = settings.table_path("bronze", "titles")
-    if not table_exists(spark, path):
-        valid.write.format("delta").mode("overwrite").save(path)
-    else:
-        (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(valid.alias("s"), "t.title_id = s.title_id")
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", marker)
+    try:
+        if not table_exists(spark, path):
+            valid.write.format("delta").mode("overwrite").save(path)
+        else:
+            (
+                DeltaTable.forPath(spark, path)
+                .alias("t")
+                .merge(valid.alias("s"), "t.title_id = s.title_id")
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+    finally:
+        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
     return TitlesReport(
         snapshot_day=snapshot_day,
         received=received,
