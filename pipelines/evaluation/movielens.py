@@ -1,4 +1,4 @@
-"""The public MovieLens leave-one-out benchmark: most-popular and ALS, the transformer later.
+"""The public MovieLens leave-one-out benchmark: most-popular, ALS, the foundation model, SASRec.
 
 Protocol (SASRec / BERT4Rec / HSTU): ratings as implicit interactions, each user's history in
 time order, last item = test target, second-to-last = validation target, users with fewer than 3
@@ -8,9 +8,14 @@ the model fitted on training interactions, then refits on training + validation 
 (``merge_validation_into_train``) and is scored once on the test targets.
 
 A model enters the benchmark as a name and a function ``split -> fitted Recommender`` that does
-its own selection and refit, so the transformer joins by adding one entry to the mapping.
+its own selection and refit. The foundation model and its SASRec ablation choose their training
+length by early stopping on the validation targets and are not refitted (as in SASRec: the test
+history ends with the validation item, which the model reads as input). The full model reads
+each rating as an action token (rated_high >= 4, rated_low <= 2, else watched) and each title's
+genres and release year; the SASRec ablation reads titles only.
 
-Run it with ``python -m pipelines.evaluation.movielens DATASET_DIR [--out REPORT_DIR]``.
+Run it with ``python -m pipelines.evaluation.movielens DATASET_DIR [--out REPORT_DIR]
+[--models most_popular,als,foundation,sasrec] [--train-minutes 12] [--threads 1]``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +36,14 @@ from pipelines.evaluation.baselines import (
     MostPopular,
     MostPopularConfig,
     select_als,
+)
+from pipelines.evaluation.foundation import (
+    FIT_PRESETS,
+    FoundationFitConfig,
+    FoundationRecommender,
+    TokenFeatures,
+    rating_actions,
+    sasrec,
 )
 from pipelines.evaluation.metrics import RankedTargets, Recommender, rank_targets, summarise
 from pipelines.evaluation.splits import (
@@ -52,6 +65,36 @@ def load_leave_one_out(
     from pipelines.sources.movielens import read_ratings
 
     return leave_one_out_split(index_interactions(read_ratings(Path(dataset_dir))), config)
+
+
+def foundation_models(
+    dataset_dir: Path,
+    fit: FoundationFitConfig = FIT_PRESETS["cpu"],
+    config: LeaveOneOutConfig = LeaveOneOutConfig(),
+) -> dict[str, FitForTest]:
+    """The foundation model (ratings as actions, title metadata) and its SASRec ablation."""
+    from pipelines.sources.movielens import read_ratings, read_titles
+
+    ratings = read_ratings(Path(dataset_dir))
+    interactions = index_interactions(ratings)
+    features = TokenFeatures.from_actions(
+        ratings, interactions, rating_actions(ratings["rating"].to_numpy())
+    )
+    titles = read_titles(Path(dataset_dir))
+
+    def fit_foundation(split: LeaveOneOutSplit) -> Recommender:
+        if split.train.n_items != interactions.n_items:
+            raise ValueError("the split was not cut from this dataset's ratings")
+        model = FoundationRecommender(fit, titles=titles, features=features)
+        model.fit(split)
+        return model
+
+    def fit_sasrec(split: LeaveOneOutSplit) -> Recommender:
+        model = FoundationRecommender(sasrec(fit))
+        model.fit(split)
+        return model
+
+    return {fit.name: fit_foundation, "sasrec": fit_sasrec}
 
 
 def fit_most_popular(
@@ -137,23 +180,47 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--models",
         nargs="+",
         default=[MostPopular.name, ALSRecommender.name],
-        help="which baselines to run (default: all)",
+        help="models to run, space- or comma-separated: most_popular, als, foundation, sasrec "
+        "(default: most_popular als)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--fit-preset", default="cpu", choices=sorted(FIT_PRESETS), help="foundation/sasrec size"
+    )
+    parser.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        help="wall-clock training budget of foundation and sasrec, each (default: the preset's "
+        "epochs with early stopping)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
+    args.models = [name for value in args.models for name in value.split(",") if name]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints the table and returns the exit status."""
+    import torch
+
     from pipelines.evaluation.report import write_report
     from pipelines.settings import Settings
     from pipelines.spark_session import build_spark_session
 
     args = _parse_args(argv)
-    spark = build_spark_session(Settings.from_env(), app_name="reelfm-movielens-benchmark")
-    available = baseline_models(spark)
-    unknown = set(args.models) - set(available)
+    known = {MostPopular.name, ALSRecommender.name, "foundation", "sasrec"}
+    unknown = set(args.models) - known
     if unknown:
-        raise SystemExit(f"unknown models {sorted(unknown)}; choose from {sorted(available)}")
+        raise SystemExit(f"unknown models {sorted(unknown)}; choose from {sorted(known)}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    available: dict[str, FitForTest] = {MostPopular.name: lambda split: fit_most_popular(split)}
+    if ALSRecommender.name in args.models:  # a Spark JVM only when ALS runs
+        spark = build_spark_session(Settings.from_env(), app_name="reelfm-movielens-benchmark")
+        available.update(baseline_models(spark))
+    if {"foundation", "sasrec"} & set(args.models):
+        fit = replace(FIT_PRESETS[args.fit_preset], train_minutes=args.train_minutes)
+        available.update(foundation_models(args.dataset_dir, fit))
     result = run_leave_one_out(
         load_leave_one_out(args.dataset_dir), {name: available[name] for name in args.models}
     )

@@ -162,7 +162,7 @@ def _cell(column: str, value: object) -> str:
     return f"{value:.0f}" if column.startswith("n_") else f"{value:.4f}"
 
 
-def _markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub Markdown table, without the optional ``tabulate`` dependency of ``to_markdown``."""
     header = [table.index.name or ""] + [str(c) for c in table.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -216,7 +216,7 @@ def write_report(
 
     csv_path = out_dir / "metrics.csv"
     table.to_csv(csv_path)
-    md = [f"# {title}", "", _markdown_table(table), ""]
+    md = [f"# {title}", "", markdown_table(table), ""]
     page = [f"<h1>{html.escape(title)}</h1>", table.to_html(float_format="{:.4f}".format)]
     for heading, frame in sections:
         flat = frame.copy()
@@ -225,7 +225,7 @@ def write_report(
             for c in flat.columns
         ]
         flat.index.name = "bucket"
-        md += [f"## {heading}", "", _markdown_table(flat), ""]
+        md += [f"## {heading}", "", markdown_table(flat), ""]
         page += [f"<h2>{html.escape(heading)}</h2>", flat.to_html(float_format="{:.4f}".format)]
     for name, path in plots.items():
         md += [f"![{name}]({path.name})", ""]

@@ -141,3 +141,10 @@ def test_late_event_from_previous_day_joins_the_tail_session(spark):
     row = second.first()
     assert row["session_id"] == first.first()["session_id"]
     assert row["seq_in_session"] == 2
+
+
+def test_events_at_the_same_instant_get_a_stable_order(spark):
+    # Duplicated timestamps (e.g. a client retry under a new id): one session, ordered by event_id.
+    rows = [("b", "u1", T0), ("a", "u1", T0), ("c", "u1", T0 + dt.timedelta(minutes=1))]
+    out = sessionise_events(_events(spark, rows, T0.date()), None, SessionConfig())
+    assert _sessions(out) == [["a", "b", "c"]]
