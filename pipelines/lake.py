@@ -62,6 +62,18 @@ def read_partitions(
     )
 
 
+def read_upstream_day(
+    spark: SparkSession, lake_root: str, layer: str, table: str, day: dt.date
+) -> DataFrame:
+    """The ``day`` partition of an upstream table, or a ``FileNotFoundError`` that says what to run."""
+    rows = read_partitions(spark, f"{lake_root.rstrip('/')}/{layer}/{table}", day)
+    if rows is None:
+        raise FileNotFoundError(
+            f"{layer}/{table} does not exist yet under {lake_root}: materialize it for {day} first."
+        )
+    return rows
+
+
 def read_before(spark: SparkSession, path: str, day: dt.date) -> DataFrame | None:
     """The rows of every partition strictly before ``day``, or None when the table does not exist."""
     if not table_exists(spark, path):

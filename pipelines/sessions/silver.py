@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from pipelines.lake import read_partitions, replace_partitions
+from pipelines.lake import read_partitions, read_upstream_day, replace_partitions
 from pipelines.schemas import SESSION_EVENTS, SESSIONS
 from pipelines.sessions.sessionise import (
     SessionConfig,
@@ -37,11 +37,7 @@ def sessionise_day(
     spark: SparkSession, settings: Settings, day: dt.date, config: SessionConfig
 ) -> SessionReport:
     """Sessionise bronze events of ``day``, continuing the sessions of ``day - 1`` where they cross midnight."""
-    events = read_partitions(spark, settings.table_path("bronze", "events"), day)
-    if events is None:
-        raise FileNotFoundError(
-            f"bronze/events does not exist yet under {settings.lake_root}: materialize it for {day} first."
-        )
+    events = read_upstream_day(spark, settings.lake_root, "bronze", "events", day)
     previous = day - dt.timedelta(days=1)
     events_path = settings.table_path("silver", "session_events")
     previous_events = read_partitions(spark, events_path, previous)

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.lake import read_before, read_partitions, replace_partitions, table_exists
+from pipelines.lake import (
+    read_before,
+    read_partitions,
+    read_upstream_day,
+    replace_partitions,
+    table_exists,
+)
 from pipelines.schemas import INTERACTION_TOKENS
 from pipelines.settings import Settings
 from pipelines.tokens.interactions import (
@@ -53,11 +59,7 @@ def tokenise_day(
     spark: SparkSession, settings: Settings, day: dt.date, config: TokenConfig
 ) -> TokenReport:
     """Tokenise ``day``'s session events, continuing each member's positions from earlier days."""
-    session_events = read_partitions(spark, settings.table_path("silver", "session_events"), day)
-    if session_events is None:
-        raise FileNotFoundError(
-            f"silver/session_events does not exist yet under {settings.lake_root}: materialize it for {day} first."
-        )
+    session_events = read_upstream_day(spark, settings.lake_root, "silver", "session_events", day)
     titles_path = settings.table_path("bronze", "titles")
     titles = (
         spark.read.format("delta").load(titles_path) if table_exists(spark, titles_path) else None
