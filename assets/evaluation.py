@@ -16,7 +16,7 @@ from pipelines.evaluation.daily import (
     read_evaluation_inputs,
 )
 from pipelines.evaluation.gate import GateConfig, apply_gate
-from pipelines.evaluation.report import markdown_table, log_report, write_report
+from pipelines.evaluation.report import log_report, markdown_table, write_report
 from pipelines.tracking import log_numbers
 
 EVAL_REPORT = dg.AssetKey(["eval", "report"])

@@ -145,7 +145,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"  {summary.events:,} events, {summary.injected:,} injected bad records, {summary.seconds:.1f} s"
     )
-    train_day = config.start_date + dt.timedelta(days=config.days)
+    # The last day is held out: the model trains on the days before it and is evaluated on it.
+    train_day = config.start_date + dt.timedelta(days=config.days - 1)
     print(f"Materializing the daily_data job for {config.days} days (Spark + Delta, in-process):")
     results = materialize_days(_days(config.start_date, config.days))
     if all(r["success"] for r in results):
@@ -158,6 +159,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             job_name="foundation_training",
             run_config={"ops": {"models__foundation": {"config": train_config}}},
         )
+    if all(r["success"] for r in results):
+        print(f"Evaluating it on {train_day} against baselines (report, champion/challenger gate):")
+        results += materialize_days([train_day], job_name="evaluation")
     print_summary(settings)
     return 0 if all(r["success"] for r in results) else 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import bronze, gold, models, silver
+from assets import bronze, evaluation, gold, models, silver
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource, TrackingResource
 
@@ -34,6 +34,17 @@ foundation_training_job = dg.define_asset_job(
     "register a reelfm-foundation version (alias challenger).",
 )
 
+evaluation_assets = [evaluation.eval_report]
+
+evaluation_job = dg.define_asset_job(
+    "evaluation",
+    selection=dg.AssetSelection.assets(*evaluation_assets),
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    description="Score the day's reelfm-foundation version on the day's tokens against most-popular "
+    "and ALS; write the report; move challenger/champion through the gate.",
+)
+
 nightly_data_schedule = dg.build_schedule_from_partitioned_job(
     daily_data_job, hour_of_day=2, minute_of_hour=0, name="nightly_data"
 )
@@ -45,8 +56,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 
 
 defs = dg.Definitions(
-    assets=[*data_assets, *model_assets],
-    jobs=[daily_data_job, foundation_training_job],
+    assets=[*data_assets, *model_assets, *evaluation_assets],
+    jobs=[daily_data_job, foundation_training_job, evaluation_job],
     schedules=[nightly_data_schedule],
     resources=build_resources(),
 )

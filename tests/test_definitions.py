@@ -21,6 +21,7 @@ def test_definitions_hold_the_data_assets_and_job():
         "gold/interaction_tokens",
         "gold/tokenizer",
         "models/foundation",
+        "eval/report",
     } <= keys
     job = defs.resolve_job_def("daily_data")
     assert job.partitions_def is not None

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -217,7 +216,7 @@ def evaluate_day(
     frame = frame.assign(ts=pd.to_datetime(frame["ts"], utc=True))
     interactions = index_interactions(frame, catalogue=catalogue)
     features = TokenFeatures.from_frame(frame, interactions, token_features(frame))
-    cutoff = pd.Timestamp(day, tz="UTC") // pd.Timedelta(seconds=1)
+    cutoff = pd.Timestamp(day, tz="UTC").timestamp()
     split = temporal_split(
         interactions,
         TemporalConfig(
@@ -243,11 +242,10 @@ def evaluate_day(
             raise ValueError("config.als needs a SparkSession")
         models.append(ALSRecommender(spark, config.als_config))
     rows, ranked = {}, {}
-    with torch.no_grad():
-        for recommender in models:
-            recommender.fit(split)
-            ranked[recommender.name] = rank_targets(recommender, split.test)
-            rows[recommender.name] = summarise(ranked[recommender.name], split.new_items)
+    for recommender in models:
+        recommender.fit(split)
+        ranked[recommender.name] = rank_targets(recommender, split.test)
+        rows[recommender.name] = summarise(ranked[recommender.name], split.new_items)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "model"
     return DayEvaluation(table=table, ranked=ranked, split=split)

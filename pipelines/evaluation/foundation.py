@@ -205,6 +205,7 @@ class FoundationRecommender:
         self.train_result: TrainResult | None = None
         self.loss_history: list[float] = []  # training loss per step, for the report's plot
         self.fit_seconds = 0.0
+        self._pretrained = False  # wraps a trained model: fit only learns the split's histories
         self._item_to_title: np.ndarray | None = None  # (n_items,) model title index per item
         self._history_features: dict[bytes, np.ndarray | None] = {}  # None: ambiguous owner
 
@@ -219,14 +220,14 @@ class FoundationRecommender:
         """Wrap a trained model; ``item_to_title`` (n_items,) maps item index to title index."""
         recommender = cls(FoundationFitConfig(name=name), features=features)
         recommender.model = model.eval()
+        recommender._pretrained = True
         recommender._item_to_title = np.asarray(item_to_title, dtype=np.int64)
         return recommender
 
     # ---------------------------------------------------------------------------------- fit
 
     def fit(self, split: LeaveOneOutSplit | TemporalSplit) -> None:
-        if self.model is not None and self.train_result is None:
-            # A wrapped pretrained model: nothing to train, only the features to look up.
+        if self._pretrained:
             self._remember_histories(split)
             return
         started = time.perf_counter()

@@ -68,9 +68,7 @@ def load_leave_one_out(
 
 
 def foundation_models(
-    dataset_dir: Path,
-    fit: FoundationFitConfig = FIT_PRESETS["cpu"],
-    config: LeaveOneOutConfig = LeaveOneOutConfig(),
+    dataset_dir: Path, fit: FoundationFitConfig = FIT_PRESETS["cpu"]
 ) -> dict[str, FitForTest]:
     """The foundation model (ratings as actions, title metadata) and its SASRec ablation."""
     from pipelines.sources.movielens import read_ratings, read_titles

@@ -87,5 +87,5 @@ def test_report_scores_the_days_version_and_makes_it_champion(reelfm_home: Path)
             evaluation.eval_report, instance, "2026-01-04", {}, raise_on_error=False
         )
         assert not failed.success
-        error = failed.get_step_failure_events()[0].event_specific_data.error.message
+        error = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
         assert "Materialize the daily_data job for 2026-01-04" in error
