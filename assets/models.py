@@ -33,7 +33,10 @@ class FoundationTrainingConfig(dg.Config):
 @dg.asset(
     key=FOUNDATION,
     # Partition D trains on days strictly before D: it needs the data of D-1 (and so before).
-    deps=[dg.AssetDep(key, partition_mapping=previous_day) for key in (INTERACTION_TOKENS, TOKENIZER, TITLES)],
+    deps=[
+        dg.AssetDep(key, partition_mapping=previous_day)
+        for key in (INTERACTION_TOKENS, TOKENIZER, TITLES)
+    ],
     partitions_def=daily_partitions,
     group_name="models",
     kinds={"pytorch", "mlflow"},
