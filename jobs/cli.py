@@ -105,6 +105,9 @@ def print_summary(settings: Settings) -> None:
         print(f"  {layer}/{table:<20} {rows!s:>10} rows   {path}")
     print(f"\nTokenizer:   {tokenizer_path(settings)}")
     _print_registry(settings)
+    print(
+        f"Reports:     {os.path.join(settings.home, 'reports', 'eval')}/<day>/metrics.md (+ .html, plots)"
+    )
     print(f"MLflow runs: {settings.mlflow_tracking_uri}  (browse: make mlflow-ui)")
     print(
         f"Dagster:     DAGSTER_HOME={settings.dagster_home}  (browse: make ui → http://127.0.0.1:3000)"
