@@ -145,3 +145,17 @@ INTERACTION_TOKENS = StructType(
     ]
 )
 """One row per interaction token; ``position`` is 0-based over the member's whole history."""
+
+MODEL_TOKEN_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "position",
+    "title_id",
+    "action",
+    "watch_fraction_bucket",
+    "gap_bucket",
+    "device",
+    "hour",
+    "weekday",
+    "ts",
+)
+"""The ``gold/interaction_tokens`` columns the models train and evaluate on."""

@@ -45,3 +45,12 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"shared MovieLens datasets not found at {SHARED_DATASETS}")
     return SHARED_DATASETS
+
+
+@pytest.fixture()
+def reelfm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spark) -> Path:
+    """A fresh REELFM_HOME the Dagster resources read from the environment (Spark stays shared)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("REELFM_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home

@@ -40,24 +40,10 @@ from pipelines.evaluation.splits import (
 from pipelines.lake import PARTITION_COLUMN, table_exists
 from pipelines.models import FoundationModel
 from pipelines.models.metadata import title_metadata
-from pipelines.schemas import ACTIONS, DEVICES
+from pipelines.schemas import ACTIONS, DEVICES, MODEL_TOKEN_COLUMNS
 from pipelines.settings import Settings
 from pipelines.tokens.gold import tokenizer_path
 from pipelines.tokens.tokenizer import InteractionTokenizer
-
-TOKEN_COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "position",
-    "title_id",
-    "action",
-    "watch_fraction_bucket",
-    "gap_bucket",
-    "device",
-    "hour",
-    "weekday",
-    "ts",
-)
-"""The ``gold/interaction_tokens`` columns the evaluation reads."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +87,7 @@ def read_evaluation_inputs(
             f"Materialize the daily_data job for {day} (the evaluation day) first"
         )
     return EvaluationInputs(
-        tokens=tokens.select(*TOKEN_COLUMNS).toPandas(),
+        tokens=tokens.select(*MODEL_TOKEN_COLUMNS).toPandas(),
         titles=spark.read.format("delta").load(titles_path).toPandas(),
         tokenizer=InteractionTokenizer.load(tokenizer_path(settings)),
     )

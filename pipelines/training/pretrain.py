@@ -38,6 +38,7 @@ from pipelines.models.windows import (
     collate_windows,
     split_last_token,
 )
+from pipelines.schemas import MODEL_TOKEN_COLUMNS
 from pipelines.settings import Settings
 from pipelines.tokens.gold import tokenizer_path
 from pipelines.tokens.tokenizer import TOKENIZER_FILE, InteractionTokenizer
@@ -60,19 +61,6 @@ CHECKPOINT_DIR = "checkpoints"
 LOSS_CURVE_FILE = "loss_curves.png"
 FINGERPRINT_FILE = "fingerprint.txt"
 """Written beside the checkpoints: what data and configs they were trained from."""
-TOKEN_COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "position",
-    "title_id",
-    "action",
-    "watch_fraction_bucket",
-    "gap_bucket",
-    "device",
-    "hour",
-    "weekday",
-    "ts",
-)
-"""The ``gold/interaction_tokens`` columns the recipe reads."""
 
 MetricHistory = dict[str, list[tuple[int, float]]]
 """Every metric the loop logged, by name (``train/loss``, ``val/hit_at_10``...): (step, value)."""
@@ -105,7 +93,7 @@ def read_pretraining_inputs(
         first_day = cutoff - dt.timedelta(days=history_days)
         tokens = tokens.where(F.col(PARTITION_COLUMN) >= F.lit(first_day))
     return PretrainInputs(
-        tokens=tokens.select(*TOKEN_COLUMNS).toPandas(),
+        tokens=tokens.select(*MODEL_TOKEN_COLUMNS).toPandas(),
         titles=spark.read.format("delta").load(titles_path).toPandas(),
         tokenizer=InteractionTokenizer.load(tokenizer_path(settings)),
     )
@@ -273,7 +261,7 @@ def _fingerprint(
     cutoff: dt.date,
 ) -> str:
     """A digest of everything a checkpoint depends on: data, cut-off and both configs."""
-    rows = training.sort_values(["user_id", "position"], kind="stable")[list(TOKEN_COLUMNS)]
+    rows = training.sort_values(["user_id", "position"], kind="stable")[list(MODEL_TOKEN_COLUMNS)]
     digest = hashlib.sha256()
     digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
     digest.update(cutoff.isoformat().encode())

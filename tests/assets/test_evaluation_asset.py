@@ -21,15 +21,6 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 TINY = {"model_preset": "tiny", "train_preset": "tiny", "max_steps": 12}
 
 
-@pytest.fixture()
-def reelfm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spark) -> Path:
-    """A fresh REELFM_HOME the resources read from the environment (the shared Spark session stays)."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("REELFM_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return home
-
-
 def _materialize(asset, instance: dg.DagsterInstance, partition: str, config: dict, **kwargs):
     name = asset.op.name
     return dg.materialize(

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from assets import models
 from jobs.definitions import build_resources, defs
@@ -20,15 +19,6 @@ START = dt.date(2026, 1, 1)
 PARTITION = "2026-01-02"  # trains on day 1 only, while day 2 is in the lake too
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 TINY = {"model_preset": "tiny", "train_preset": "tiny", "max_steps": 12}
-
-
-@pytest.fixture()
-def reelfm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spark) -> Path:
-    """A fresh REELFM_HOME the resources read from the environment (the shared Spark session stays)."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("REELFM_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return home
 
 
 def _materialize(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

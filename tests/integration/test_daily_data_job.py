@@ -8,22 +8,12 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from jobs.definitions import defs
 from pipelines.sources.synthetic import PRESETS, generate
 
 START = dt.date(2026, 1, 1)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-@pytest.fixture()
-def reelfm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spark) -> Path:
-    """A fresh REELFM_HOME the resources read from the environment (the shared Spark session stays)."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("REELFM_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return home
 
 
 def _run(day: dt.date, instance: dg.DagsterInstance, run_config: dict | None = None):
