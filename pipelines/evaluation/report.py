@@ -126,6 +126,13 @@ def _plot_buckets(table: pd.DataFrame, columns: list, ylabel: str, title: str, p
     ax.set_xticks(x, table.index, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    return _save(fig, ax, path)
+
+
+def _save(fig, ax, path: Path) -> Path:
+    """Shared finish of every report plot: grid, legend, PNG on disk, figure freed."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -146,12 +153,7 @@ def _plot_losses(loss_histories: Mapping[str, Sequence[float]], path: Path) -> P
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("Training curves")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def _cell(column: str, value: object) -> str:
