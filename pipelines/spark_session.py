@@ -51,6 +51,13 @@ def build_spark_session(settings: Settings, app_name: str = "reelfm") -> SparkSe
         builder = builder.config(key, value)
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if "spark.sql.files.minPartitionNum" not in settings.spark_extra_conf:
+        # A day's landing file is one large JSONL: split it into a few tasks per core so the
+        # cores finish together (Spark's default, one split per core capped at 128 MB, leaves
+        # one core idle while the last split parses).
+        spark.conf.set(
+            "spark.sql.files.minPartitionNum", str(4 * spark.sparkContext.defaultParallelism)
+        )
     return spark
 
 

@@ -23,7 +23,13 @@ from pipelines.ingest.landing import (
     list_landing_files,
     read_landing_lines,
 )
-from pipelines.ingest.rules import IngestRules, classify_events, parse_events
+from pipelines.ingest.rules import (
+    IngestRules,
+    classify_events,
+    duplicate_event_ids,
+    parse_events,
+    reject_duplicates,
+)
 from pipelines.ingest.validation import ValidationOutcome, validate_accepted_events
 from pipelines.lake import read_partitions, replace_partitions, table_exists
 from pipelines.schemas import BRONZE_EVENTS, BRONZE_EVENTS_REJECTED
@@ -88,8 +94,8 @@ def ingest_events_day(
         parse_events(lines), day, rules, ingested_at, _catalogue_runtimes(spark, settings)
     )
     # Cache only what the counts, GE and both writes read: the parsed JSON struct and its string
-    # columns then never reach the dedupe shuffle or the cache, and accepted rows drop their raw
-    # text. Every line keeps its position, so line numbers come from here, not a second read.
+    # columns never reach the cache, and accepted rows drop their raw text. Every line keeps its
+    # position, so line numbers come from here, not from a second read of the files.
     classified = classified.select(
         *[F.col(f.name) for f in BRONZE_EVENTS.fields if f.name != "event_date"],
         F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
@@ -97,7 +103,14 @@ def ingest_events_day(
         "_block",
         "_row",
     ).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = [classified]
     try:
+        duplicates = duplicate_event_ids(classified).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(duplicates)
+        if duplicates.count():  # the first action: it also fills the cache of `classified`
+            # Cached and counted, the duplicates carry exact statistics, so each reader below
+            # broadcasts them when they are few and shuffles only when a whole file was re-sent.
+            classified = reject_duplicates(classified, duplicates)
         by_reason = {
             row["reason"]: row["count"] for row in classified.groupBy("reason").count().collect()
         }
@@ -134,7 +147,8 @@ def ingest_events_day(
             schema=BRONZE_EVENTS_REJECTED,
         )
     finally:
-        classified.unpersist()
+        for frame in cached:
+            frame.unpersist()
 
     report = IngestReport(
         day=day,

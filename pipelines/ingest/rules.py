@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
-from pyspark.sql.window import Window
 
 from pipelines.schemas import DEVICES, EVENT_TYPES, LANDING_EVENT_FIELDS
 
@@ -145,11 +144,11 @@ def classify_events(
     ingested_at: dt.datetime,
     runtimes: DataFrame | None = None,
 ) -> DataFrame:
-    """Add ``reason`` (null = accepted) to every parsed line, duplicates of an earlier event_id included.
+    """Add ``reason`` (null = accepted) to every parsed line, by the row rules alone.
 
     ``runtimes`` (``title_id``, ``runtime_seconds``) enables the duration rule; without a catalogue
-    the rule is skipped rather than guessed. The first occurrence of an ``event_id`` (by file, then
-    line) wins; later ones are rejected as ``duplicate_event_id`` so nothing is lost.
+    the rule is skipped rather than guessed. Duplicate ``event_id``s need the whole day, so they
+    are found apart (``duplicate_event_ids`` then ``reject_duplicates``).
     """
     ingested = F.lit(ingested_at).cast("timestamp")
     if runtimes is not None:
@@ -163,11 +162,39 @@ def classify_events(
     reason = F.lit(None).cast("string")
     for name, condition in reversed(_reason_rules(day, rules, ingested)):
         reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
-    classified = parsed.withColumn("reason", reason)
-    # Only valid rows compete for an event_id: a broken earlier copy must not evict a good one.
-    valid = F.col("reason").isNull()
-    first_wins = Window.partitionBy("event_id", valid).orderBy("source_file", "_block", "_row")
-    duplicate = valid & (F.row_number().over(first_wins) > 1)
-    return classified.withColumn(
-        "reason", F.when(duplicate, F.lit("duplicate_event_id")).otherwise(F.col("reason"))
-    ).withColumn("ingested_at", ingested)
+    return parsed.withColumn("reason", reason).withColumn("ingested_at", ingested)
+
+
+_LINE = ("source_file", "_block", "_row")
+
+
+def duplicate_event_ids(classified: DataFrame) -> DataFrame:
+    """``event_id`` → ``_first`` (file, block, row of its first valid copy), for ids valid more than once.
+
+    An aggregate rather than a window over the day: only ids and line positions are shuffled,
+    never the rows themselves, and the result is as small as the number of duplicated ids.
+    Only valid rows compete, so a broken earlier copy never evicts a good one.
+    """
+    return (
+        classified.where(F.col("reason").isNull())
+        .groupBy("event_id")
+        .agg(F.count(F.lit(1)).alias("_copies"), F.min(F.struct(*_LINE)).alias("_first"))
+        .where(F.col("_copies") > 1)
+        .select("event_id", "_first")
+    )
+
+
+def reject_duplicates(classified: DataFrame, duplicates: DataFrame) -> DataFrame:
+    """Reject every valid copy of a duplicated ``event_id`` but the first (by file, then line)."""
+    later_copy = (
+        F.col("reason").isNull()
+        & F.col("_first").isNotNull()
+        & (F.struct(*_LINE) != F.col("_first"))
+    )
+    return (
+        classified.join(duplicates, "event_id", "left")
+        .withColumn(
+            "reason", F.when(later_copy, F.lit("duplicate_event_id")).otherwise(F.col("reason"))
+        )
+        .drop("_first")
+    )

@@ -38,24 +38,38 @@ class SessionConfig:
     """A gap strictly longer than this (between a member's consecutive events) starts a new session."""
 
 
+TAIL_COLUMNS = (
+    "user_id",
+    "event_ts",
+    "event_id",
+    "session_id",
+    "seq_in_session",
+    "title_id",
+    "device",
+)
+"""What ``previous_day_tail`` keeps of each event: enough to continue sessions and to summarise them."""
+
+
 def previous_day_tail(previous_session_events: DataFrame) -> DataFrame:
-    """Each member's last session of the previous day: the events a new day may continue."""
-    last_start = Window.partitionBy("user_id")
-    with_last = previous_session_events.withColumn(
-        "_last_ts", F.max("event_ts").over(last_start)
-    ).withColumn(
-        "_last_session",
-        F.max(F.struct("event_ts", "event_id", "session_id")).over(last_start)["session_id"],
+    """Each member's last session of the previous day: the events a new day may continue.
+
+    The last session per member comes from an aggregate (partial per partition, so only one row
+    per member is shuffled) and its events from a broadcast semi-join: no sort of the whole day.
+    """
+    last_sessions = previous_session_events.groupBy("user_id").agg(
+        F.max_by("session_id", F.struct("event_ts", "event_id")).alias("session_id")
     )
-    return with_last.where(F.col("session_id") == F.col("_last_session")).select(
-        "user_id", "event_ts", "event_id", "session_id", "seq_in_session"
-    )
+    return previous_session_events.join(
+        F.broadcast(last_sessions.select("session_id")), "session_id", "left_semi"
+    ).select(*TAIL_COLUMNS)
 
 
 def sessionise_events(
     events: DataFrame, tail: DataFrame | None, config: SessionConfig
 ) -> DataFrame:
     """``events`` (bronze rows of one day) with ``session_id`` and ``seq_in_session`` added.
+
+    ``_continued`` marks the events that continue a session of the previous day (not stored).
 
     ``tail`` is ``previous_day_tail(...)`` of the day before, or None for the first day.
     """
@@ -78,38 +92,60 @@ def sessionise_events(
         )
         day_rows = day_rows.unionByName(tail_rows)
 
+    # Every window below shares one spec (member, in time), so Spark shuffles and sorts once;
+    # per-session values come from running and whole-member frames instead of a window per
+    # session, which would each re-sort the day.
     in_time = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
-    gap = F.col("event_ts").cast("double") - F.lag("event_ts").over(in_time).cast("double")
-    numbered = day_rows.withColumn(
-        "_starts", F.when(gap.isNull() | (gap > gap_seconds), 1).otherwise(0)
-    ).withColumn("_session_no", F.sum("_starts").over(in_time))
-
-    # Same partitioning key (user_id) as above, so Spark reuses the shuffle and only re-sorts.
-    session = Window.partitionBy("user_id", "_session_no")
+    so_far = in_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    whole_member = in_time.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     is_day_row = F.col("_tail_session").isNull()
-    first_event = F.min(F.struct("event_ts", "event_id")).over(session)["event_id"]
-    own_id = F.sha2(F.concat_ws("|", F.col("user_id"), first_event), 256)
-    day_order = Window.partitionBy("user_id", "_session_no", is_day_row).orderBy(
-        "event_ts", "event_id"
+    gap = F.col("event_ts").cast("double") - F.lag("event_ts").over(in_time).cast("double")
+    starts = day_rows.withColumn(
+        "_starts", F.when(gap.isNull() | (gap > gap_seconds), 1).otherwise(0)
+    ).withColumn("_day", is_day_row.cast("int"))
+    numbered = starts.select(
+        "*",
+        F.sum("_starts").over(so_far).alias("_session_no"),
+        F.sum("_day").over(so_far).alias("_days_so_far"),
+        # The tail is one session: every tail row carries the same id.
+        F.max("_tail_session").over(whole_member).alias("_tail_id"),
+        F.max("_tail_seq").over(whole_member).alias("_tail_last_seq"),
     )
-    sessionised = (
-        numbered.withColumn("_inherited", F.max("_tail_session").over(session))
-        .withColumn("_seq_base", F.coalesce(F.max("_tail_seq").over(session) + 1, F.lit(0)))
-        .withColumn("session_id", F.coalesce(F.col("_inherited"), own_id))
-        .withColumn(
-            "seq_in_session",
-            (F.col("_seq_base") + F.row_number().over(day_order) - 1).cast("int"),
-        )
+    starting = F.col("_starts") == 1
+    located = numbered.select(
+        "*",
+        F.max(F.when(~is_day_row, F.col("_session_no"))).over(whole_member).alias("_tail_no"),
+        F.last(F.when(starting, F.col("event_id")), ignorenulls=True)
+        .over(so_far)
+        .alias("_first_event"),
+        # Day rows seen before this row's session began: seq counts day rows from there.
+        F.last(F.when(starting, F.col("_days_so_far") - F.col("_day")), ignorenulls=True)
+        .over(so_far)
+        .alias("_days_before"),
     )
-    return sessionised.where(is_day_row).drop(
-        "_tail_session", "_tail_seq", "_starts", "_session_no", "_inherited", "_seq_base"
+    inherited = F.coalesce(F.col("_session_no") == F.col("_tail_no"), F.lit(False))
+    own_id = F.sha2(F.concat_ws("|", F.col("user_id"), F.col("_first_event")), 256)
+    seq_base = F.when(inherited, F.col("_tail_last_seq") + 1).otherwise(F.lit(0))
+    return located.where(is_day_row).select(
+        *[F.col(f.name) for f in BRONZE_EVENTS.fields],
+        F.when(inherited, F.col("_tail_id")).otherwise(own_id).alias("session_id"),
+        (seq_base + F.col("_days_so_far") - F.col("_days_before") - 1)
+        .cast("int")
+        .alias("seq_in_session"),
+        inherited.alias("_continued"),
     )
 
 
 def summarise_sessions(
     session_events: DataFrame, first_day: dt.date, last_day: dt.date
 ) -> DataFrame:
-    """One row per session that started in ``[first_day, last_day]`` (the ``silver/sessions`` contract)."""
+    """One row per session that started in ``[first_day, last_day]`` (the ``silver/sessions`` contract).
+
+    ``session_events`` must hold every event of those sessions (the arrival days ``first_day`` to
+    ``last_day + 1``). A session whose first event (``seq_in_session == 0``) is not among them began
+    on an earlier day and continues here: it is left out, so it keeps its true start instead of
+    looking as if it began on ``first_day``, and no earlier day has to be read to know that.
+    """
     return (
         session_events.groupBy("session_id")
         .agg(
@@ -121,7 +157,10 @@ def summarise_sessions(
             # Spark's distinct-aggregate rewrite (an Expand that doubles the rows and a second shuffle).
             F.size(F.collect_set("title_id")).cast("long").alias("n_titles"),
             F.sort_array(F.collect_set(F.coalesce("device", F.lit("unknown")))).alias("devices"),
+            F.bool_or(F.col("seq_in_session") == 0).alias("_begins_here"),
         )
+        .where("_begins_here")
+        .drop("_begins_here")
         .withColumn("event_date", F.to_date("start_ts"))
         .where(F.col("event_date").between(F.lit(first_day), F.lit(last_day)))
     )

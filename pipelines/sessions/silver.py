@@ -2,14 +2,21 @@
 
 The pure window logic lives in ``sessionise.py``; this module reads bronze and the previous
 day's silver tail from the lake and writes the results with partition-replacing Delta writes.
+``sessionised_day`` keeps the day's sessionised events cached and partitioned by member, so gold
+can tokenise them without a second read or shuffle (``pipelines/tokens/gold.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import reduce
 
-from pyspark.sql import SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from pipelines.lake import read_partitions, read_upstream_day, replace_partitions
 from pipelines.schemas import SESSION_EVENTS, SESSIONS
@@ -20,6 +27,8 @@ from pipelines.sessions.sessionise import (
     summarise_sessions,
 )
 from pipelines.settings import Settings
+
+_SUMMARY_COLUMNS = ("session_id", "user_id", "event_ts", "title_id", "device", "seq_in_session")
 
 
 @dataclass(frozen=True)
@@ -33,46 +42,81 @@ class SessionReport:
     previous_day_available: bool
 
 
-def sessionise_day(
+@contextmanager
+def sessionised_day(
     spark: SparkSession, settings: Settings, day: dt.date, config: SessionConfig
-) -> SessionReport:
-    """Sessionise bronze events of ``day``, continuing the sessions of ``day - 1`` where they cross midnight."""
+) -> Iterator[tuple[SessionReport, DataFrame]]:
+    """Sessionise and write ``day``; yield the report and the day's session events, cached.
+
+    The cache is dropped when the block exits. Day D's events can extend sessions that started
+    on D-1, so the summaries of both days are rewritten.
+    """
     events = read_upstream_day(spark, settings.lake_root, "bronze", "events", day)
     previous = day - dt.timedelta(days=1)
     events_path = settings.table_path("silver", "session_events")
     previous_events = read_partitions(spark, events_path, previous)
     has_previous = previous_events is not None and not previous_events.isEmpty()
-    tail = previous_day_tail(previous_events) if has_previous else None
+    # Cached: the tail feeds both sessionisation and the summaries of the sessions D continues.
+    tail = previous_day_tail(previous_events).persist() if has_previous else None
+    sessionised = sessionise_events(events, tail, config).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = sessionised.agg(
+            F.count(F.lit(1)).alias("events"), F.count_if("_continued").alias("continued")
+        ).first()
+        replace_partitions(sessionised, events_path, day, schema=SESSION_EVENTS)
+        started = _rewrite_summaries(spark, settings, day, sessionised, tail)
+        report = SessionReport(
+            day=day,
+            session_events=int(counts["events"]),
+            sessions_started=started,
+            continued_from_previous_day=int(counts["continued"]),
+            previous_day_available=has_previous,
+        )
+        yield report, sessionised
+    finally:
+        sessionised.unpersist()
+        if tail is not None:
+            tail.unpersist()
 
-    replace_partitions(
-        sessionise_events(events, tail, config), events_path, day, schema=SESSION_EVENTS
-    )
-    written = read_partitions(spark, events_path, day)
-    continued = (
-        written.join(tail.select("session_id").distinct(), "session_id").count()
-        if tail is not None
-        else 0
-    )
 
-    # Day D's events can extend sessions that started on D-1, so both days' summaries are
-    # rewritten. A session starting on D-1 or D can have events arriving from D-1 to D+1 (late
-    # or continuing past midnight), and D-2 is read so that a session which merely continues
-    # into D-1 keeps its true, earlier start instead of looking as if it began on D-1.
-    nearby = read_partitions(
-        spark, events_path, day - dt.timedelta(days=2), day + dt.timedelta(days=1)
-    )
-    replace_partitions(
-        summarise_sessions(nearby, previous, day),
-        settings.table_path("silver", "sessions"),
-        previous,
-        day,
-        schema=SESSIONS,
-    )
-    started = read_partitions(spark, settings.table_path("silver", "sessions"), day).count()
-    return SessionReport(
-        day=day,
-        session_events=written.count(),
-        sessions_started=started,
-        continued_from_previous_day=continued,
-        previous_day_available=has_previous,
-    )
+def _rewrite_summaries(
+    spark: SparkSession,
+    settings: Settings,
+    day: dt.date,
+    sessionised: DataFrame,
+    tail: DataFrame | None,
+) -> int:
+    """Rewrite ``silver/sessions`` for D-1 and D; returns the number of sessions started on D.
+
+    Only sessions with events on D change, and each of them is whole in: D's events (cached),
+    the previous day's tail (the one session per member that D can continue) and D+1's events
+    (present when an earlier day is re-run). The other sessions of D-1 keep their stored rows,
+    so the previous day's events are never read again.
+    """
+    previous = day - dt.timedelta(days=1)
+    events_path = settings.table_path("silver", "session_events")
+    sessions_path = settings.table_path("silver", "sessions")
+    parts = [sessionised, read_partitions(spark, events_path, day + dt.timedelta(days=1))]
+    if tail is not None:
+        parts.append(tail)
+    touched = reduce(DataFrame.unionByName, [part.select(*_SUMMARY_COLUMNS) for part in parts])
+    summary = summarise_sessions(touched, previous, day)
+    stored = read_partitions(spark, sessions_path, previous)
+    if stored is not None:
+        kept = stored.join(summary.select("session_id"), "session_id", "left_anti")
+        summary = summary.unionByName(kept.select(*summary.columns))
+    summary = summary.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        started = summary.where(F.col("event_date") == F.lit(day)).count()
+        replace_partitions(summary, sessions_path, previous, day, schema=SESSIONS)
+    finally:
+        summary.unpersist()
+    return started
+
+
+def sessionise_day(
+    spark: SparkSession, settings: Settings, day: dt.date, config: SessionConfig
+) -> SessionReport:
+    """Sessionise bronze events of ``day``, continuing the sessions of ``day - 1`` where they cross midnight."""
+    with sessionised_day(spark, settings, day, config) as (report, _):
+        return report

@@ -11,12 +11,12 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.lake import (
     read_before,
-    read_partitions,
     read_upstream_day,
     replace_partitions,
     table_exists,
@@ -56,10 +56,22 @@ def tokenizer_path(settings: Settings) -> str:
 
 
 def tokenise_day(
-    spark: SparkSession, settings: Settings, day: dt.date, config: TokenConfig
+    spark: SparkSession,
+    settings: Settings,
+    day: dt.date,
+    config: TokenConfig,
+    session_events: DataFrame | None = None,
 ) -> TokenReport:
-    """Tokenise ``day``'s session events, continuing each member's positions from earlier days."""
-    session_events = read_upstream_day(spark, settings.lake_root, "silver", "session_events", day)
+    """Tokenise ``day``'s session events, continuing each member's positions from earlier days.
+
+    ``session_events`` is the day's sessionised events when the caller already holds them
+    (``sessionised_day`` keeps them cached and partitioned by member, so merging them into tokens
+    needs no shuffle); otherwise the day is read from ``silver/session_events``.
+    """
+    if session_events is None:
+        session_events = read_upstream_day(
+            spark, settings.lake_root, "silver", "session_events", day
+        )
     titles_path = settings.table_path("bronze", "titles")
     titles = (
         spark.read.format("delta").load(titles_path) if table_exists(spark, titles_path) else None
@@ -68,27 +80,33 @@ def tokenise_day(
     before = read_before(spark, tokens_path, day)
     state = history_state_before(before) if before is not None else None
 
-    tokens = merge_interactions(session_events, titles, state, config).withColumn(
-        "event_date", F.lit(day)
+    tokens = (
+        merge_interactions(session_events, titles, state, config)
+        .withColumn("event_date", F.lit(day))
+        .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    replace_partitions(tokens, tokens_path, day, schema=INTERACTION_TOKENS)
-
-    written = read_partitions(spark, tokens_path, day)
-    summary = written.agg(
-        F.count(F.lit(1)).alias("tokens"),
-        F.countDistinct("user_id").alias("members"),
-        F.sum("n_events").alias("events"),
-    ).first()
-    actions = {r["action"]: r["count"] for r in written.groupBy("action").count().collect()}
-    title_ids = {r["title_id"] for r in written.select("title_id").distinct().collect()}
+    try:
+        replace_partitions(tokens, tokens_path, day, schema=INTERACTION_TOKENS)
+        # Tokens stay partitioned by member, so counting members needs no shuffle.
+        members = tokens.groupBy("user_id").count().count()
+        by_action = (
+            tokens.groupBy("action")
+            .agg(F.count(F.lit(1)).alias("tokens"), F.sum("n_events").alias("events"))
+            .collect()
+        )
+        actions = {r["action"]: int(r["tokens"]) for r in by_action}
+        events = sum(int(r["events"]) for r in by_action)
+        title_ids = {r["title_id"] for r in tokens.select("title_id").distinct().collect()}
+    finally:
+        tokens.unpersist()
     if titles is not None:
         title_ids |= {r["title_id"] for r in titles.select("title_id").collect()}
     tokenizer, added = update_tokenizer_file(tokenizer_path(settings), sorted(title_ids))
     return TokenReport(
         day=day,
-        session_events=int(summary["events"] or 0),
-        tokens=int(summary["tokens"]),
-        members=int(summary["members"]),
+        session_events=events,
+        tokens=sum(actions.values()),
+        members=members,
         titles_added=added,
         vocab_size=tokenizer.vocab_size,
         tokenizer_path=tokenizer_path(settings),

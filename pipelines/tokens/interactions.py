@@ -105,20 +105,30 @@ def merge_interactions(
     else:
         events = events.withColumn("runtime_seconds", F.lit(None).cast("double"))
 
+    # One window spec (member, in time) for everything, so events sessionised with the same spec
+    # are merged without another shuffle or sort: positions and the previous token's time come
+    # from the run numbering, not from a second window over the merged tokens.
     in_time = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
+    so_far = in_time.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     boundary = (
         F.lag("title_id").over(in_time).isNull()
         | (F.lag("title_id").over(in_time) != F.col("title_id"))
         | (F.lag("session_id").over(in_time) != F.col("session_id"))
     )
-    runs = events.withColumn("_new", F.when(boundary, 1).otherwise(0)).withColumn(
-        "_run", F.sum("_new").over(in_time)
-    )
+    flagged = events.withColumn("_new", F.when(boundary, 1).otherwise(0))
+    runs = flagged.select(
+        "*",
+        F.sum("_new").over(so_far).alias("_run"),
+        F.last(F.when(F.col("_new") == 1, F.col("event_ts")), ignorenulls=True)
+        .over(so_far)
+        .alias("_run_ts"),
+    ).withColumn("_previous_run_ts", F.lag("_run_ts").over(in_time))
     watched = F.greatest(F.col("position_seconds"), F.col("watch_seconds"))
     merged = runs.groupBy("user_id", "_run").agg(
         F.first("title_id").alias("title_id"),
         F.first("session_id").alias("session_id"),
         F.min("event_ts").alias("ts"),
+        F.max(F.when(F.col("_new") == 1, F.col("_previous_run_ts"))).alias("_previous_ts"),
         F.min_by("device", "event_ts").alias("device"),
         F.collect_set("event_type").alias("_types"),
         F.max("rating").alias("_rating"),
@@ -137,11 +147,10 @@ def merge_interactions(
         tokens = tokens.withColumn("last_position", F.lit(None).cast("long")).withColumn(
             "last_ts", F.lit(None).cast("timestamp")
         )
-    by_run = Window.partitionBy("user_id").orderBy("_run")
-    previous_ts = F.coalesce(F.lag("ts").over(by_run), F.col("last_ts"))
+    previous_ts = F.coalesce(F.col("_previous_ts"), F.col("last_ts"))
     return tokens.select(
         "user_id",
-        (F.coalesce(F.col("last_position") + 1, F.lit(0)) + F.row_number().over(by_run) - 1)
+        (F.coalesce(F.col("last_position") + 1, F.lit(0)) + F.col("_run") - 1)
         .cast("long")
         .alias("position"),
         "title_id",
