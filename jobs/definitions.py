@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import bronze, evaluation, gold, models, silver
+from assets import bronze, evaluation, models, sessions_and_tokens
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource, TrackingResource
 
-data_assets = [bronze.titles, bronze.events, silver.sessions, gold.interaction_tokens]
+data_assets = [bronze.titles, bronze.events, sessions_and_tokens.sessions_and_tokens]
 
 daily_data_job = dg.define_asset_job(
     "daily_data",

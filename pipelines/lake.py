@@ -8,10 +8,11 @@ version in place (a Delta commit is atomic).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 PARTITION_COLUMN = "event_date"
 
@@ -23,21 +24,42 @@ def table_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def create_table(
+    spark: SparkSession, path: str, schema: StructType, stats_columns: Sequence[str]
+) -> None:
+    """Create an empty day-partitioned Delta table that keeps statistics on ``stats_columns``."""
+    from delta.tables import DeltaTable
+
+    (
+        DeltaTable.createIfNotExists(spark)
+        .location(path)
+        # Nullable, as a first write would have made them: the contract's nullability is for readers.
+        .addColumns(StructType([StructField(f.name, f.dataType, True) for f in schema.fields]))
+        .partitionedBy(PARTITION_COLUMN)
+        .property("delta.dataSkippingStatsColumns", ",".join(stats_columns))
+        .execute()
+    )
+
+
 def replace_partitions(
     df: DataFrame,
     path: str,
     first_day: dt.date,
     last_day: dt.date | None = None,
     schema: StructType | None = None,
+    stats_columns: Sequence[str] = (),
 ) -> None:
     """Overwrite the ``event_date`` partitions ``[first_day, last_day]`` of the table at ``path``.
 
     Rows outside the range make Delta fail the write, which is what we want: a writer that
     produces rows for a day it does not own is a bug, not something to store silently.
+    A new table is created with ``schema`` and Delta statistics on ``stats_columns`` only.
     """
     last_day = last_day or first_day
     if schema is not None:
         df = df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+        if stats_columns and not table_exists(df.sparkSession, path):
+            create_table(df.sparkSession, path, schema, stats_columns)
     predicate = f"{PARTITION_COLUMN} >= '{first_day.isoformat()}' AND {PARTITION_COLUMN} <= '{last_day.isoformat()}'"
     (
         df.write.format("delta")

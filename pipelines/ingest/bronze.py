@@ -32,7 +32,7 @@ from pipelines.ingest.rules import (
 )
 from pipelines.ingest.validation import ValidationOutcome, validate_accepted_events
 from pipelines.lake import read_partitions, replace_partitions, table_exists
-from pipelines.schemas import BRONZE_EVENTS, BRONZE_EVENTS_REJECTED
+from pipelines.schemas import BRONZE_EVENTS, BRONZE_EVENTS_REJECTED, SKIPPING_STATS
 from pipelines.settings import Settings
 
 
@@ -138,13 +138,18 @@ def ingest_events_day(
             classified,
         ).withColumn("event_date", F.lit(day))
         replace_partitions(
-            accepted, settings.table_path("bronze", "events"), day, schema=BRONZE_EVENTS
+            accepted,
+            settings.table_path("bronze", "events"),
+            day,
+            schema=BRONZE_EVENTS,
+            stats_columns=SKIPPING_STATS["bronze/events"],
         )
         replace_partitions(
             rejected,
             settings.table_path("bronze", "events_rejected"),
             day,
             schema=BRONZE_EVENTS_REJECTED,
+            stats_columns=SKIPPING_STATS["bronze/events_rejected"],
         )
     finally:
         for frame in cached:

@@ -1,8 +1,9 @@
 """Upsert the catalogue snapshot of a day into ``bronze/titles``.
 
 The catalogue is current state, not a log: a source drops the titles it knows on a day, and the
-table keeps one row per ``title_id`` (Delta ``MERGE``), so re-running a day changes nothing and a
-title that appears later (a new release) is added without touching the others.
+table keeps one row per ``title_id`` (an upsert: the snapshot's rows win, titles it no longer lists
+stay), so re-running a day changes nothing and a title that appears later (a new release) is
+added without touching the others.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from pipelines.lake import table_exists
+from pipelines.lake import last_commit_metrics, table_exists
 from pipelines.schemas import BRONZE_TITLES
 from pipelines.settings import Settings
 
@@ -76,42 +77,40 @@ def _last_commit_marker(spark: SparkSession, path: str) -> str | None:
 
 
 def upsert_titles(spark: SparkSession, settings: Settings, day: dt.date) -> TitlesReport:
-    """Merge the latest snapshot on or before ``day`` into ``bronze/titles``."""
-    from delta.tables import DeltaTable
-
+    """Upsert the latest snapshot on or before ``day`` into ``bronze/titles``."""
     snapshot_day, folder = latest_snapshot_folder(settings, day)
     path = settings.table_path("bronze", "titles")
-    # Daily runs mostly see the same snapshot again: skip the MERGE when the newest commit
+    # Daily runs mostly see the same snapshot again: skip the write when the newest commit
     # already came from this exact snapshot (same folder, same files, same modification times).
     marker = _snapshot_marker(snapshot_day, folder)
     if table_exists(spark, path) and _last_commit_marker(spark, path) == marker:
         rows = spark.read.format("delta").load(path).count()
         return TitlesReport(snapshot_day=snapshot_day, received=0, rejected=0, table_rows=rows)
-    snapshot = read_titles_snapshot(spark, folder)
-    received = snapshot.count()
-    valid = snapshot.where(
-        F.col("title_id").isNotNull() & (F.trim("title_id") != "")
-    ).dropDuplicates(["title_id"])
-    valid = valid.select([F.col(f.name).cast(f.dataType) for f in BRONZE_TITLES.fields])
-    accepted = valid.count()
-    spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", marker)
+    snapshot = read_titles_snapshot(spark, folder).persist()
     try:
-        if not table_exists(spark, path):
-            valid.write.format("delta").mode("overwrite").save(path)
-        else:
-            (
-                DeltaTable.forPath(spark, path)
-                .alias("t")
-                .merge(valid.alias("s"), "t.title_id = s.title_id")
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
+        valid = snapshot.where(F.col("title_id").isNotNull() & (F.trim("title_id") != ""))
+        valid = valid.dropDuplicates(["title_id"]).select(
+            [F.col(f.name).cast(f.dataType) for f in BRONZE_TITLES.fields]
+        )
+        received = snapshot.count()
+        accepted = valid.count()
+        if table_exists(spark, path):
+            # A catalogue is small: writing the merged state (this snapshot, plus the titles it no
+            # longer lists) in one overwrite costs one job, where a MERGE costs several.
+            stored = spark.read.format("delta").load(path)
+            valid = valid.unionByName(
+                stored.join(valid.select("title_id"), "title_id", "left_anti")
             )
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", marker)
+        try:
+            valid.write.format("delta").mode("overwrite").save(path)
+        finally:
+            spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
     finally:
-        spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+        snapshot.unpersist()
     return TitlesReport(
         snapshot_day=snapshot_day,
         received=received,
         rejected=received - accepted,
-        table_rows=spark.read.format("delta").load(path).count(),
+        table_rows=int(last_commit_metrics(spark, path)["numOutputRows"]),
     )

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.lake import read_partitions, read_upstream_day, replace_partitions
-from pipelines.schemas import SESSION_EVENTS, SESSIONS
+from pipelines.schemas import SESSION_EVENTS, SESSIONS, SKIPPING_STATS
 from pipelines.sessions.sessionise import (
     SessionConfig,
     previous_day_tail,
@@ -63,7 +63,13 @@ def sessionised_day(
         counts = sessionised.agg(
             F.count(F.lit(1)).alias("events"), F.count_if("_continued").alias("continued")
         ).first()
-        replace_partitions(sessionised, events_path, day, schema=SESSION_EVENTS)
+        replace_partitions(
+            sessionised,
+            events_path,
+            day,
+            schema=SESSION_EVENTS,
+            stats_columns=SKIPPING_STATS["silver/session_events"],
+        )
         started = _rewrite_summaries(spark, settings, day, sessionised, tail)
         report = SessionReport(
             day=day,
@@ -108,7 +114,14 @@ def _rewrite_summaries(
     summary = summary.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         started = summary.where(F.col("event_date") == F.lit(day)).count()
-        replace_partitions(summary, sessions_path, previous, day, schema=SESSIONS)
+        replace_partitions(
+            summary,
+            sessions_path,
+            previous,
+            day,
+            schema=SESSIONS,
+            stats_columns=SKIPPING_STATS["silver/sessions"],
+        )
     finally:
         summary.unpersist()
     return started

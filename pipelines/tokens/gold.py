@@ -21,7 +21,7 @@ from pipelines.lake import (
     replace_partitions,
     table_exists,
 )
-from pipelines.schemas import INTERACTION_TOKENS
+from pipelines.schemas import INTERACTION_TOKENS, SKIPPING_STATS
 from pipelines.settings import Settings
 from pipelines.tokens.interactions import (
     TokenConfig,
@@ -86,7 +86,13 @@ def tokenise_day(
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        replace_partitions(tokens, tokens_path, day, schema=INTERACTION_TOKENS)
+        replace_partitions(
+            tokens,
+            tokens_path,
+            day,
+            schema=INTERACTION_TOKENS,
+            stats_columns=SKIPPING_STATS["gold/interaction_tokens"],
+        )
         # Tokens stay partitioned by member, so counting members needs no shuffle.
         members = tokens.groupBy("user_id").count().count()
         by_action = (
