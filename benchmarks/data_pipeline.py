@@ -4,10 +4,12 @@ Run: ``.venv/bin/python benchmarks/data_pipeline.py [--events 1000000] [--days 5
 
 Generates about ``--events`` synthetic events over ``--days`` landing days (timed apart: not part
 of the pipeline), then runs the pipelines' own functions day by day on ``local[--cores]``:
-bronze (titles upsert + ``ingest_events_day``, Great Expectations included), silver
-(``sessionise_day``) and gold (``tokenise_day``). For each stage it prints events/s and the peak
-resident memory of the driver JVM and of Python, sampled from ``/proc`` every 0.1 s. The
-end-to-end landing → gold rate, JVM start included, is reported on its own line. As a yardstick,
+titles (``upsert_titles``), bronze (``ingest_events_day``, Great Expectations included), silver
+(``sessionised_day``: sessions written, events kept cached) and gold (``tokenise_day`` on that
+cache), day by day as the nightly job runs them. For each stage it prints events/s, CPU seconds
+(JVM + Python; events per CPU-second is the figure that moves least with other people's load)
+and the peak resident memory of the driver JVM and of Python, sampled from ``/proc`` every 0.1 s.
+The end-to-end landing → gold rate, JVM start included, is reported on its own line. As a yardstick,
 DuckDB does the same sessionisation (read JSONL, dedupe by ``event_id``, lag gap > 30 min → new
 session, running sum, write Parquet) on the same landing files with the same number of threads;
 compare ratios taken in one run, since the machine may be shared.
@@ -24,9 +26,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from pipelines.sources.synthetic import PRESETS, generate, scale_to_target_events
 
@@ -60,14 +63,14 @@ def _process_names() -> dict[int, tuple[int, str]]:
     return found
 
 
-def sample_memory() -> tuple[int, int]:
-    """(JVM RSS, Python RSS) in bytes: java descendants, and this process plus Python workers.
+def _our_processes() -> list[tuple[int, str]]:
+    """(pid, kind) of this process ("python"), its Python workers and the Spark JVM ("java").
 
     Only processes named ``java`` or ``python*`` count: a child the JVM forks to run a shell
     command shares its memory map until it execs, and would report the JVM's RSS a second time.
     """
     processes = _process_names()
-    jvm, python = 0, _rss_bytes(os.getpid())
+    found = [(os.getpid(), "python")]
     stack = [os.getpid()]
     while stack:
         parent = stack.pop()
@@ -75,14 +78,40 @@ def sample_memory() -> tuple[int, int]:
             if ppid != parent:
                 continue
             stack.append(pid)
-            try:
-                if name == "java" and processes.get(ppid, (0, ""))[1] != "java":
-                    jvm += _rss_bytes(pid)
-                elif name.startswith("python"):
-                    python += _rss_bytes(pid)
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-    return jvm, python
+            if name == "java" and processes.get(ppid, (0, ""))[1] != "java":
+                found.append((pid, "java"))
+            elif name.startswith("python"):
+                found.append((pid, "python"))
+    return found
+
+
+def sample_memory() -> tuple[int, int]:
+    """(JVM RSS, Python RSS) in bytes."""
+    rss = {"java": 0, "python": 0}
+    for pid, kind in _our_processes():
+        try:
+            rss[kind] += _rss_bytes(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return rss["java"], rss["python"]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds used so far by the JVM, this process and its Python workers.
+
+    On a shared machine wall-clock time stretches with other people's load; CPU seconds much less
+    so, which makes events per CPU-second the steadier figure to compare runs with.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid, _ in _our_processes():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 class PeakMemory:
@@ -132,27 +161,41 @@ class StageResult:
     seconds: float
     jvm_peak: int  # bytes
     python_peak: int  # bytes
+    cpu_seconds: float = 0.0  # JVM + Python, all cores
+    spark_jobs: int = 0
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
 
 
-@contextmanager
-def timed_stage(name: str, memory: PeakMemory, results: list[StageResult]) -> Iterator[StageResult]:
-    """Time the body; it sets ``.events`` on the yielded result."""
-    memory.reset()
-    result = StageResult(name, 0, 0.0, 0, 0)
-    began = time.perf_counter()
-    yield result
-    result.seconds = time.perf_counter() - began
-    result.jvm_peak, result.python_peak = memory.peak()
-    results.append(result)
-    print(
-        f"  {name:<8} {result.events:>12,} events  {result.seconds:8.1f} s  "
-        f"{result.events_per_s:>10,.0f} ev/s  JVM {result.jvm_peak / 2**30:.2f} GiB",
-        flush=True,
-    )
+class StageClock:
+    """Per-stage totals over the days: seconds add up, peak memory is the largest seen."""
+
+    def __init__(self, memory: PeakMemory, spark_context: Any = None) -> None:
+        self.memory = memory
+        self.spark_context = spark_context  # when given, Spark jobs are counted per stage
+        self.results: dict[str, StageResult] = {}
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[StageResult]:
+        """Time the body into stage ``name``; the body adds to ``.events``."""
+        result = self.results.setdefault(name, StageResult(name, 0, 0.0, 0, 0))
+        self.memory.reset()
+        if self.spark_context is not None:
+            self.spark_context.setJobGroup(name, name)
+        began, cpu_began = time.perf_counter(), cpu_seconds()
+        yield result
+        result.seconds += time.perf_counter() - began
+        result.cpu_seconds += cpu_seconds() - cpu_began
+        if self.spark_context is not None:
+            tracker = self.spark_context.statusTracker()
+            result.spark_jobs = len(tracker.getJobIdsForGroup(name))
+        jvm, python = self.memory.peak()
+        result.jvm_peak, result.python_peak = (
+            max(result.jvm_peak, jvm),
+            max(result.python_peak, python),
+        )
 
 
 # --- landing data ----------------------------------------------------------------------------
@@ -187,40 +230,53 @@ def landing_days(events: int, days: int, bad_rate: float, landing_root: Path) ->
 def run_spark(
     home: Path, dates: list[dt.date], cores: int, memory: PeakMemory
 ) -> tuple[list[StageResult], float]:
-    """Run the three stages over ``dates``; returns their results and the JVM start seconds."""
+    """Run the stages day by day, as the nightly job does; returns their totals and the JVM start."""
     from pipelines.ingest.bronze import ingest_events_day
     from pipelines.ingest.rules import IngestRules
     from pipelines.ingest.titles import upsert_titles
     from pipelines.sessions.sessionise import SessionConfig
-    from pipelines.sessions.silver import sessionise_day
+    from pipelines.sessions.silver import sessionised_day
     from pipelines.settings import Settings
     from pipelines.spark_session import build_spark_session
     from pipelines.tokens.gold import tokenise_day
     from pipelines.tokens.interactions import TokenConfig
 
     settings = replace(Settings.from_env().with_home(home), spark_master=f"local[{cores}]")
-    results: list[StageResult] = []
-    with timed_stage("jvm", memory, results):
+    clock = StageClock(memory)
+    with clock.timed("jvm"):
         spark = build_spark_session(settings, app_name="reelfm-data-benchmark")
         spark.range(1).count()
+    clock.spark_context = spark.sparkContext
     try:
-        with timed_stage("titles", memory, results):
-            for day in dates:
+        for day in dates:
+            began = time.perf_counter()
+            with clock.timed("titles"):
                 upsert_titles(spark, settings, day)
-        with timed_stage("bronze", memory, results) as stage:
-            rules = IngestRules()
-            for day in dates:
-                stage.events += ingest_events_day(spark, settings, day, rules).received
-        with timed_stage("silver", memory, results) as stage:
-            for day in dates:
-                stage.events += sessionise_day(spark, settings, day, SessionConfig()).session_events
-        with timed_stage("gold", memory, results) as stage:
-            for day in dates:
-                stage.events += tokenise_day(spark, settings, day, TokenConfig()).session_events
+            with clock.timed("bronze") as stage:
+                received = ingest_events_day(spark, settings, day, IngestRules()).received
+                stage.events += received
+            # As the sessions_and_tokens asset does: gold tokenises silver's cached events.
+            with ExitStack() as keep_until_done:
+                with clock.timed("silver") as stage:
+                    report, session_events = keep_until_done.enter_context(
+                        sessionised_day(spark, settings, day, SessionConfig())
+                    )
+                    stage.events += report.session_events
+                with clock.timed("gold") as stage:
+                    tokens = tokenise_day(
+                        spark, settings, day, TokenConfig(), session_events=session_events
+                    )
+                    stage.events += tokens.session_events
+            seconds = time.perf_counter() - began
+            print(
+                f"  {day}  {received:>12,} events  {seconds:7.1f} s  "
+                f"{received / seconds:>9,.0f} ev/s  ({tokens.tokens:,} tokens)",
+                flush=True,
+            )
     finally:
         spark.stop()
-    jvm = results.pop(0)
-    return results, jvm.seconds
+    jvm = clock.results.pop("jvm")
+    return list(clock.results.values()), jvm.seconds
 
 
 # --- DuckDB reference -----------------------------------------------------------------------
@@ -256,8 +312,8 @@ def run_duckdb(home: Path, cores: int, memory: PeakMemory) -> StageResult:
     """Landing JSONL → deduped, sessionised Parquet in DuckDB, in this process."""
     import duckdb
 
-    results: list[StageResult] = []
-    with timed_stage("duckdb", memory, results) as stage:
+    clock = StageClock(memory)
+    with clock.timed("duckdb") as stage:
         (home / "duckdb").mkdir(exist_ok=True)
         con = duckdb.connect(config={"threads": cores})
         try:
@@ -269,7 +325,8 @@ def run_duckdb(home: Path, cores: int, memory: PeakMemory) -> StageResult:
             stage.events = con.execute(sql).fetchone()[0]
         finally:
             con.close()
-    return results[0]
+    print(f"  duckdb  {stage.events:>12,} events  {stage.seconds:7.1f} s", flush=True)
+    return stage
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -282,47 +339,46 @@ def _gib(n: int) -> str:
 def print_report(
     stages: list[StageResult], jvm_s: float, duck: StageResult | None, received: int
 ) -> None:
-    rows = [
-        (s.name, s.events, s.seconds, s.events_per_s, _gib(s.jvm_peak), _gib(s.python_peak))
-        for s in stages
-    ]
-    total_s = sum(s.seconds for s in stages)
-    three = (
+    total = StageResult(
         "all stages",
         received,
-        total_s,
-        received / total_s,
-        _gib(max(s.jvm_peak for s in stages)),
-        _gib(max(s.python_peak for s in stages)),
+        sum(s.seconds for s in stages),
+        max(s.jvm_peak for s in stages),
+        max(s.python_peak for s in stages),
+        sum(s.cpu_seconds for s in stages),
     )
-    rows.append(three)
-    rows.append(
-        ("end-to-end (+JVM)", received, total_s + jvm_s, received / (total_s + jvm_s), "", "")
-    )
+    rows = [*stages, total]
     if duck is not None:
-        rows.append(
-            (duck.name, duck.events, duck.seconds, duck.events_per_s, "-", _gib(duck.python_peak))
-        )
+        rows.append(duck)
     print()
     print(
-        f"{'stage':<20}{'events':>12}{'seconds':>10}{'events/s':>12}{'JVM GiB':>10}{'Python GiB':>12}"
+        f"{'stage':<20}{'events':>12}{'seconds':>9}{'events/s':>11}{'CPU s':>8}"
+        f"{'ev/CPU-s':>10}{'JVM GiB':>9}{'Python GiB':>11}"
     )
-    for name, events, seconds, rate, jvm, py in rows:
-        shown = f"{rate:,.0f}" if events else "-"
-        print(f"{name:<20}{events:>12,}{seconds:>10.1f}{shown:>12}{jvm:>10}{py:>12}")
+    for row in rows:
+        rate = f"{row.events_per_s:,.0f}" if row.events else "-"
+        per_cpu = f"{row.events / row.cpu_seconds:,.0f}" if row.events and row.cpu_seconds else "-"
+        jvm = _gib(row.jvm_peak) if row is not duck else "-"
+        print(
+            f"{row.name:<20}{row.events:>12,}{row.seconds:>9.1f}{rate:>11}{row.cpu_seconds:>8.1f}"
+            f"{per_cpu:>10}{jvm:>9}{_gib(row.python_peak):>11}"
+        )
+    print("Spark jobs, all days: " + ", ".join(f"{s.name} {s.spark_jobs}" for s in stages))
     print(
-        f"all stages = titles + bronze + silver + gold; JVM start {jvm_s:.1f} s is in end-to-end only"
+        f"end-to-end (+{jvm_s:.1f} s JVM start): {received / (total.seconds + jvm_s):,.0f} events/s; "
+        "all stages = titles + bronze + silver + gold"
     )
     if duck is not None:
         by_name = {s.name: s for s in stages}
         to_sessions = received / (by_name["bronze"].seconds + by_name["silver"].seconds)
         print(
             f"Spark / DuckDB events/s: landing→sessions (bronze+silver) "
-            f"{to_sessions / duck.events_per_s:.3f}, silver alone "
-            f"{by_name['silver'].events_per_s / duck.events_per_s:.3f}"
+            f"{to_sessions / duck.events_per_s:.3f}, all stages "
+            f"{total.events_per_s / duck.events_per_s:.3f}"
         )
     print(
-        f"load average at the end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (cores: {os.cpu_count()})"
+        f"load average at the end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+        f"(cores: {os.cpu_count()})"
     )
 
 

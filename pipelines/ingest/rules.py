@@ -171,17 +171,14 @@ _LINE = ("source_file", "_block", "_row")
 def duplicate_event_ids(classified: DataFrame) -> DataFrame:
     """``event_id`` → ``_first`` (file, block, row of its first valid copy), for ids valid more than once.
 
-    An aggregate rather than a window over the day: only ids and line positions are shuffled,
-    never the rows themselves, and the result is as small as the number of duplicated ids.
-    Only valid rows compete, so a broken earlier copy never evicts a good one.
+    A count per id first (a hash aggregate: only ids are shuffled, never rows, and nothing is
+    sorted), then the first copy is picked among the few rows of duplicated ids only. Only valid
+    rows compete, so a broken earlier copy never evicts a good one.
     """
-    return (
-        classified.where(F.col("reason").isNull())
-        .groupBy("event_id")
-        .agg(F.count(F.lit(1)).alias("_copies"), F.min(F.struct(*_LINE)).alias("_first"))
-        .where(F.col("_copies") > 1)
-        .select("event_id", "_first")
-    )
+    valid = classified.where(F.col("reason").isNull())
+    repeated = valid.groupBy("event_id").count().where(F.col("count") > 1).select("event_id")
+    copies = valid.join(F.broadcast(repeated), "event_id", "left_semi")
+    return copies.groupBy("event_id").agg(F.min(F.struct(*_LINE)).alias("_first"))
 
 
 def reject_duplicates(classified: DataFrame, duplicates: DataFrame) -> DataFrame:

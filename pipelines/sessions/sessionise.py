@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from pipelines.schemas import BRONZE_EVENTS
+from pipelines.schemas import BRONZE_EVENTS, DEVICES
 
 
 @dataclass(frozen=True)
@@ -146,21 +146,40 @@ def summarise_sessions(
     on an earlier day and continues here: it is left out, so it keeps its true start instead of
     looking as if it began on ``first_day``, and no earlier day has to be read to know that.
     """
+    device = F.coalesce("device", F.lit("unknown"))
+    # Two hash aggregates with fixed-width buffers (title per session, then session) instead of
+    # collect_set, whose object buffers make Spark fall back to sorting the whole input.
+    per_title = session_events.groupBy("session_id", "user_id", "title_id").agg(
+        F.min("event_ts").alias("start_ts"),
+        F.max("event_ts").alias("end_ts"),
+        F.count(F.lit(1)).alias("n_events"),
+        F.max((F.col("seq_in_session") == 0).cast("int")).alias("_begins_here"),
+        *[F.max((device == d).cast("int")).alias(f"_on_{d}") for d in DEVICES],
+    )
+    sessions = per_title.groupBy("session_id", "user_id").agg(
+        F.min("start_ts").alias("start_ts"),
+        F.max("end_ts").alias("end_ts"),
+        F.sum("n_events").alias("n_events"),
+        # Titles are counted once each here (null title ids never pass bronze).
+        F.count(F.lit(1)).alias("n_titles"),
+        F.max("_begins_here").alias("_begins_here"),
+        *[F.max(f"_on_{d}").alias(f"_on_{d}") for d in DEVICES],
+    )
+    devices = F.filter(
+        F.array(*[F.when(F.col(f"_on_{d}") == 1, F.lit(d)) for d in sorted(DEVICES)]),
+        lambda d: d.isNotNull(),
+    )
     return (
-        session_events.groupBy("session_id")
-        .agg(
-            F.first("user_id").alias("user_id"),
-            F.min("event_ts").alias("start_ts"),
-            F.max("event_ts").alias("end_ts"),
-            F.count(F.lit(1)).alias("n_events"),
-            # size(collect_set) counts the same non-null distinct values as countDistinct without
-            # Spark's distinct-aggregate rewrite (an Expand that doubles the rows and a second shuffle).
-            F.size(F.collect_set("title_id")).cast("long").alias("n_titles"),
-            F.sort_array(F.collect_set(F.coalesce("device", F.lit("unknown")))).alias("devices"),
-            F.bool_or(F.col("seq_in_session") == 0).alias("_begins_here"),
+        sessions.where(F.col("_begins_here") == 1)
+        .select(
+            "session_id",
+            "user_id",
+            "start_ts",
+            "end_ts",
+            "n_events",
+            "n_titles",
+            devices.alias("devices"),
+            F.to_date("start_ts").alias("event_date"),
         )
-        .where("_begins_here")
-        .drop("_begins_here")
-        .withColumn("event_date", F.to_date("start_ts"))
         .where(F.col("event_date").between(F.lit(first_day), F.lit(last_day)))
     )

@@ -20,6 +20,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from pipelines.schemas import EVENT_TYPES
+
 WATCH_FRACTION_EDGES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.9)
 """Bucket 0 = no watch signal; 1..5 = fraction below 0.1, 0.25, 0.5, 0.9, and at least 0.9."""
 
@@ -57,31 +59,23 @@ def gap_bucket(gap_seconds: Column) -> Column:
     return F.when(gap_seconds.isNull(), F.lit(0)).otherwise(bucket).cast("int")
 
 
+def _has(event_type: str) -> Column:
+    """Whether the merged events include ``event_type`` (a 0/1 flag column of the aggregate)."""
+    return F.col(f"_has_{event_type}") == 1
+
+
 def _action(config: TokenConfig) -> Column:
-    types = F.col("_types")
     fraction = F.coalesce(F.col("_fraction"), F.lit(0.0))
-    played = F.arrays_overlap(
-        types,
-        F.array(*[F.lit(t) for t in ("play_start", "play_progress", "play_stop", "complete")]),
-    )
+    played = _has("play_start") | _has("play_progress") | _has("play_stop") | _has("complete")
     return (
-        F.when(
-            F.array_contains(types, "thumbs_up") | (F.col("_rating") >= config.high_rating),
-            "rated_high",
-        )
-        .when(
-            F.array_contains(types, "thumbs_down") | (F.col("_rating") <= config.low_rating),
-            "rated_low",
-        )
-        .when(
-            F.array_contains(types, "complete") | (fraction >= config.completed_fraction),
-            "completed",
-        )
+        F.when(_has("thumbs_up") | (F.col("_rating") >= config.high_rating), "rated_high")
+        .when(_has("thumbs_down") | (F.col("_rating") <= config.low_rating), "rated_low")
+        .when(_has("complete") | (fraction >= config.completed_fraction), "completed")
         .when(played & (fraction >= config.abandoned_fraction), "watched")
-        .when(played & F.array_contains(types, "play_stop"), "abandoned")
+        .when(played & _has("play_stop"), "abandoned")
         .when(played, "started")
-        .when(F.array_contains(types, "rate"), "watched")
-        .when(F.array_contains(types, "add_to_list"), "listed")
+        .when(_has("rate"), "watched")
+        .when(_has("add_to_list"), "listed")
         .otherwise("impressed")
     )
 
@@ -116,23 +110,33 @@ def merge_interactions(
         | (F.lag("session_id").over(in_time) != F.col("session_id"))
     )
     flagged = events.withColumn("_new", F.when(boundary, 1).otherwise(0))
+    starts_run = F.col("_new") == 1
     runs = flagged.select(
         "*",
         F.sum("_new").over(so_far).alias("_run"),
-        F.last(F.when(F.col("_new") == 1, F.col("event_ts")), ignorenulls=True)
+        F.last(F.when(starts_run, F.col("event_ts")), ignorenulls=True)
         .over(so_far)
         .alias("_run_ts"),
+        # A token's device is its first event's (a struct, so a null device is carried as-is).
+        F.last(F.when(starts_run, F.struct("device")), ignorenulls=True)
+        .over(so_far)["device"]
+        .alias("_run_device"),
     ).withColumn("_previous_run_ts", F.lag("_run_ts").over(in_time))
     watched = F.greatest(F.col("position_seconds"), F.col("watch_seconds"))
-    merged = runs.groupBy("user_id", "_run").agg(
-        F.first("title_id").alias("title_id"),
-        F.first("session_id").alias("session_id"),
+    # Strings are grouping keys (constant within a run) and event types are 0/1 flags, so every
+    # aggregation buffer is fixed-width: Spark's hash aggregate, never a sort-based fallback.
+    merged = runs.groupBy(
+        "user_id",
+        "_run",
+        "title_id",
+        "session_id",
+        F.col("_run_device").alias("device"),
+    ).agg(
         F.min("event_ts").alias("ts"),
-        F.max(F.when(F.col("_new") == 1, F.col("_previous_run_ts"))).alias("_previous_ts"),
-        F.min_by("device", "event_ts").alias("device"),
-        F.collect_set("event_type").alias("_types"),
+        F.max(F.when(starts_run, F.col("_previous_run_ts"))).alias("_previous_ts"),
+        *[F.max((F.col("event_type") == t).cast("int")).alias(f"_has_{t}") for t in EVENT_TYPES],
         F.max("rating").alias("_rating"),
-        (F.max(watched) / F.first("runtime_seconds")).alias("_fraction"),
+        (F.max(watched) / F.max("runtime_seconds")).alias("_fraction"),
         F.count(F.lit(1)).cast("int").alias("n_events"),
     )
     # least() skips nulls, so an unknown fraction must stay null explicitly.
