@@ -1,6 +1,8 @@
 """Evaluation: the ``eval/report`` of the foundation version registered for a day, and the gate."""
 
+import base64
 import datetime as dt
+import math
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +18,13 @@ from pipelines.evaluation.daily import (
     read_evaluation_inputs,
 )
 from pipelines.evaluation.gate import GateConfig, apply_gate
-from pipelines.evaluation.report import log_report, markdown_table, write_report
+from pipelines.evaluation.report import (
+    bars_markdown,
+    log_report,
+    markdown_table,
+    quality_bars,
+    write_report,
+)
 from pipelines.tracking import log_numbers
 
 EVAL_REPORT = dg.AssetKey(["eval", "report"])
@@ -28,11 +36,17 @@ class EvalReportConfig(dg.Config):
     target_days: int = 1  # targets from the partition day and the next target_days - 1 days
     targets_per_user: int = 1  # each member's first k new titles in those days
     als: bool = True  # also fit Spark ALS as a baseline
+    sasrec: bool = True  # also train the SASRec ablation with the version's recipe
+    oracle: bool = True  # also score the synthetic generator's oracle when the lake has one
     gate_tolerance: float = 0.001  # NDCG@10 drop below the champion that is still promoted
 
     def evaluation(self) -> DayEvaluationConfig:
         return DayEvaluationConfig(
-            target_days=self.target_days, targets_per_user=self.targets_per_user, als=self.als
+            target_days=self.target_days,
+            targets_per_user=self.targets_per_user,
+            als=self.als,
+            sasrec=self.sasrec,
+            oracle=self.oracle,
         )
 
 
@@ -59,25 +73,35 @@ def eval_report(
     with tracking.run(context, "eval/report", params=config.model_dump()) as run:
         version = load_registered_version(REGISTERED_MODEL, partition)
         result = evaluate_day(inputs, version, day, config.evaluation(), spark=spark)
+        bars = quality_bars(result.table, "foundation")
+        ratios = {name: float(r) for name, r in bars["ratio"].items() if math.isfinite(r)}
         folder = Path(settings.home) / "reports" / "eval" / partition
         paths = write_report(
             folder,
             result.table,
             ranked=result.ranked,
             item_release_ts=result.split.item_release_ts,
+            loss_histories=result.loss_histories,
             title=f"{REGISTERED_MODEL} v{version.version} on {day} (trained before {day})",
+            bars=bars,
+            notes=result.notes,
         )
         log_report(paths.folder)
         for model, row in result.table.iterrows():
             log_numbers({f"{model}/{name}": value for name, value in row.items()})
+        log_numbers({f"bars/{name}": ratio for name, ratio in ratios.items()})
         ndcg = float(result.table.loc["foundation", "ndcg_at_10"])
         decision = apply_gate(
             MlflowClient(), REGISTERED_MODEL, version.version, score=ndcg,
             config=GateConfig(tolerance=config.gate_tolerance),
         )  # fmt: skip
+    bars_png = paths.plots["quality_bars"]
     return dg.MaterializeResult(
         metadata={
             "metrics": dg.MetadataValue.md(markdown_table(result.table)),
+            "quality_bars": dg.MetadataValue.md(f"{bars_markdown(bars)}\n\n{_inline(bars_png)}"),
+            **ratios,
+            "notes": dg.MetadataValue.md("\n".join(f"- {note}" for note in result.notes)),
             "model_version": int(version.version),
             "ndcg_at_10": ndcg,
             "promoted": decision.promoted,
@@ -89,3 +113,8 @@ def eval_report(
             "targets_from": dt.date.isoformat(day),
         }
     )
+
+
+def _inline(png: Path) -> str:
+    """Markdown that shows ``png`` in the Dagster UI (which cannot reach the report folder)."""
+    return f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"

@@ -1,13 +1,15 @@
 """Full-ranking metrics: every item ranked for every user, seen items excluded, in batches.
 
 A model is anything that follows ``Recommender``: fitted on a split's training interactions, it
-scores the whole catalogue for a batch of histories. ``rank_targets`` turns those scores into the
-1-based rank of each held-out target among the items the user has not seen, and ``summarise``
-turns ranks into HR@K, NDCG@K (one relevant item, so IDCG = 1 and NDCG = 1/log2(rank + 1)), MRR,
-catalogue coverage and cold-start recall. Nothing here samples negatives: sampled metrics are
-known to reorder models (Krichene & Rendle, "On Sampled Metrics for Item Recommendation", KDD
-2020). A tie with the target counts against it, so a model that scores everything equally lands
-at the bottom, not the top. Errors raise: a metric is never written as 0 because scoring broke.
+scores the whole catalogue for a batch of histories (a ``MemberRecommender``, such as the
+synthetic oracle, scores by member and decision time instead). ``rank_targets`` turns those
+scores into the 1-based rank of each held-out target among the items the user has not seen, and
+``summarise`` turns ranks into HR@K, NDCG@K (one relevant item, so IDCG = 1 and NDCG =
+1/log2(rank + 1)), MRR, catalogue coverage and cold-start recall. Nothing here samples
+negatives: sampled metrics are known to reorder models (Krichene & Rendle, "On Sampled Metrics
+for Item Recommendation", KDD 2020). A tie with the target counts against it, so a model that
+scores everything equally lands at the bottom, not the top. Errors raise: a metric is never
+written as 0 because scoring broke.
 """
 
 from __future__ import annotations
@@ -54,6 +56,37 @@ class Recommender(Protocol):
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         """``(B, n_items)`` float scores, higher is better, for B chronological item histories."""
+        ...
+
+
+@runtime_checkable
+class MemberRecommender(Protocol):
+    """A model whose scores depend on who chooses and when, not only on the items seen.
+
+    The synthetic world's oracle is one: its true choice model reads the member's latent taste
+    and the day of the decision. So is a model that reads each member's own token features,
+    which two members with the same titles need not share. ``rank_targets`` calls
+    ``score_members`` for these instead of ``Recommender.score``; everything else (exclusion,
+    ranks, metrics) is shared.
+    """
+
+    name: str  # row label in reports and MLflow
+
+    def fit(self, split: LeaveOneOutSplit | TemporalSplit) -> None:
+        """Learn from ``split.train`` only (or just its index spaces); never look at targets."""
+        ...
+
+    def score_members(
+        self,
+        users: np.ndarray,
+        histories: list[np.ndarray],
+        seen: list[np.ndarray],
+        at_ts: np.ndarray,
+    ) -> np.ndarray:
+        """``(B, n_items)`` float scores for members ``users`` ((B,) int64 user index) with model
+        inputs ``histories`` (as ``Recommender.score`` gets them), who had seen ``seen[b]`` (every
+        item before the targets, oldest first) and choose at ``at_ts`` ((B,) int64 unix seconds,
+        the first target's time)."""
         ...
 
 
@@ -121,8 +154,23 @@ def _checked_scores(raw: object, batch: int, n_items: int, name: str) -> torch.T
     return scores
 
 
+def _score_rows(
+    recommender: Recommender | MemberRecommender, eval_set: EvalSet, start: int, stop: int
+) -> object:
+    """Raw scores of ``eval_set`` rows ``start:stop``: by member and time for a
+    ``MemberRecommender``, else from the item histories alone."""
+    if isinstance(recommender, MemberRecommender):
+        return recommender.score_members(
+            eval_set.users[start:stop],
+            eval_set.histories[start:stop],
+            eval_set.exclude[start:stop],
+            eval_set.target_ts[start:stop, 0],
+        )
+    return recommender.score(eval_set.histories[start:stop])
+
+
 def rank_targets(
-    recommender: Recommender, eval_set: EvalSet, batch_size: int = 1024
+    recommender: Recommender | MemberRecommender, eval_set: EvalSet, batch_size: int = 1024
 ) -> RankedTargets:
     """Score ``eval_set`` in batches of users and rank every target against the full catalogue."""
     if len(eval_set) == 0 or eval_set.n_cases == 0:
@@ -130,7 +178,7 @@ def rank_targets(
     ranks, tops = [], []
     for start in range(0, len(eval_set), batch_size):
         stop = min(start + batch_size, len(eval_set))
-        raw = recommender.score(eval_set.histories[start:stop])
+        raw = _score_rows(recommender, eval_set, start, stop)
         scores = _checked_scores(raw, stop - start, eval_set.n_items, recommender.name)
         excluded = exclusion_mask(eval_set.exclude[start:stop], eval_set.n_items)
         targets = torch.from_numpy(eval_set.targets[start:stop])
@@ -201,7 +249,7 @@ def summarise(ranked: RankedTargets, new_items: np.ndarray | None = None) -> dic
 
 
 def evaluate(
-    recommender: Recommender,
+    recommender: Recommender | MemberRecommender,
     eval_set: EvalSet,
     batch_size: int = 1024,
     new_items: np.ndarray | None = None,

@@ -2,7 +2,8 @@
 
 ``eval/report`` and the MovieLens benchmark write the same folder: ``metrics.md``,
 ``metrics.html``, ``metrics.csv`` and one PNG per plot (NDCG@10 and HR@10 by history length,
-cold-start recall by title age, training loss curves). ``log_report`` copies the folder into an
+cold-start recall by title age, training loss curves), with the quality bars (a model's metric
+over a reference's, pass or fail) and notes when given. ``log_report`` copies the folder into an
 MLflow run's artifacts, so a registered model version links to the evidence its gate used.
 Matplotlib runs on the Agg backend: reports are written by servers with no display.
 """
@@ -46,6 +47,96 @@ def metrics_table(results: Mapping[str, Mapping[str, float]] | pd.DataFrame) -> 
     table = table[known + [c for c in table.columns if c not in known]]
     table.index.name = "model"
     return table
+
+
+@dataclass(frozen=True)
+class QualityBar:
+    """A ratio one model's metric must reach against a reference model's metric."""
+
+    name: str  # row label, also the MLflow metric and Dagster metadata key
+    metric: str  # the evaluated model's metric (a column of the metrics table)
+    reference: str  # the model (row of the metrics table) it is divided by
+    reference_metric: str  # the reference's metric
+    threshold: float  # the bar passes when model metric / reference metric >= threshold
+
+
+SYNTHETIC_BARS: tuple[QualityBar, ...] = (
+    QualityBar("ndcg_at_10_vs_oracle", "ndcg_at_10", "oracle", "ndcg_at_10", 0.80),
+    QualityBar("ndcg_at_10_vs_most_popular", "ndcg_at_10", "most_popular", "ndcg_at_10", 2.0),
+    QualityBar(
+        "cold_start_recall_at_50_vs_most_popular_new",
+        "cold_start_recall_at_50",
+        "most_popular_new",
+        "cold_start_recall_at_50",
+        2.0,
+    ),
+)
+"""Issue 3's quality bars on synthetic data (demo scale): NDCG@10 at least 0.8 x the oracle's and
+2 x most-popular's; cold-start recall@50 at least 2 x most-popular-among-new's."""
+
+
+def quality_bars(
+    table: pd.DataFrame, model: str, bars: Sequence[QualityBar] = SYNTHETIC_BARS
+) -> pd.DataFrame:
+    """One row per bar: ``value`` (the model's), ``reference_value``, ``ratio``, ``threshold``,
+    ``passed`` (True / False, or None when the ratio is undefined) and ``note``.
+
+    A bar whose reference model or metric is missing (no oracle off synthetic data, no cold-start
+    target) gets ratio NaN and a note saying why, never a ratio of 0. A zero reference gives an
+    infinite ratio when the model's metric is positive.
+    """
+    if model not in table.index:
+        raise ValueError(f"model {model!r} is not in the metrics table ({list(table.index)})")
+    rows = {}
+    for bar in bars:
+        value, reference, note = _metric(table, model, bar.metric), np.nan, ""
+        if bar.reference not in table.index:
+            note = f"{bar.reference} was not evaluated"
+        else:
+            reference = _metric(table, bar.reference, bar.reference_metric)
+        if not note and (np.isnan(value) or np.isnan(reference)):
+            note = f"{bar.metric} is undefined here (no case to measure it on)"
+        ratio = np.nan
+        if not note:
+            if reference > 0:
+                ratio = value / reference
+            elif value > 0:
+                ratio, note = np.inf, f"{bar.reference} scores 0"
+            else:
+                note = f"{model} and {bar.reference} both score 0"
+        rows[bar.name] = {
+            "value": value,
+            "reference": bar.reference,
+            "reference_value": reference,
+            "ratio": ratio,
+            "threshold": bar.threshold,
+            "passed": None if np.isnan(ratio) else bool(ratio >= bar.threshold),
+            "note": note,
+        }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "bar"
+    return frame
+
+
+def _metric(table: pd.DataFrame, model: str, metric: str) -> float:
+    if metric not in table.columns:
+        return np.nan
+    return float(table.loc[model, metric])
+
+
+def bars_markdown(bars: pd.DataFrame) -> str:
+    """``quality_bars`` as a Markdown table, with pass / FAIL / n/a."""
+    return markdown_table(_bars_for_display(bars))
+
+
+def _bars_for_display(bars: pd.DataFrame) -> pd.DataFrame:
+    shown = bars.copy()
+    shown["ratio"] = [
+        "–" if np.isnan(r) else ("inf" if np.isinf(r) else f"{r:.3f}") for r in bars["ratio"]
+    ]
+    shown["threshold"] = [f">= {t:g}" for t in bars["threshold"]]
+    shown["passed"] = [{True: "pass", False: "FAIL"}.get(p, "n/a") for p in bars["passed"]]
+    return shown.rename(columns={"passed": "result"})
 
 
 def _bucket_labels(edges: Sequence[float], unit: str) -> list[str]:
@@ -141,6 +232,30 @@ def _save(fig, ax, path: Path) -> Path:
     return path
 
 
+def _plot_bars(bars: pd.DataFrame, path: Path) -> Path:
+    """Each bar's ratio (a column; none where undefined) against its threshold (a black tick)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = np.arange(len(bars))
+    ratios = bars["ratio"].to_numpy(dtype=float)
+    shown = np.where(np.isfinite(ratios), ratios, 0.0)  # undefined or infinite: no column
+    colours = ["tab:green" if p else "tab:red" for p in bars["passed"]]
+    ax.bar(x, shown, color=colours, label="measured ratio (green: pass)")
+    ax.scatter(x, bars["threshold"], marker="_", s=900, color="black", label="bar", zorder=3)
+    for i, ratio in enumerate(ratios):
+        ax.annotate(
+            "n/a" if np.isnan(ratio) else f"{ratio:.2f}", (i, shown[i]), ha="center", va="bottom"
+        )
+    ax.set_xticks(x, [str(name).replace("_vs_", "\nvs ") for name in bars.index], fontsize=8)
+    ax.set_ylabel("model metric / reference metric")
+    ax.set_title("Quality bars")
+    return _save(fig, ax, path)
+
+
 def _plot_losses(loss_histories: Mapping[str, Sequence[float]], path: Path) -> Path:
     import matplotlib
 
@@ -181,17 +296,24 @@ def write_report(
     item_release_ts: np.ndarray | None = None,
     loss_histories: Mapping[str, Sequence[float]] | None = None,
     title: str = "reelfm evaluation",
+    bars: pd.DataFrame | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportPaths:
     """Write the metrics table (Markdown, HTML, CSV) and the plots the inputs allow.
 
     ``ranked`` (model -> test ranks) adds the history-length plot, plus the title-age plot when
-    ``item_release_ts`` is given; ``loss_histories`` (model -> per-step loss) adds training curves.
+    ``item_release_ts`` is given; ``loss_histories`` (model -> per-step loss) adds training curves;
+    ``bars`` (from ``quality_bars``) adds the quality bars with pass / fail under the table, and
+    ``notes`` a list of remarks (e.g. why a model is absent).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = metrics_table(results)
     plots: dict[str, Path] = {}
     sections: list[tuple[str, pd.DataFrame | None]] = []
+    if bars is not None:
+        sections.append(("Quality bars", _bars_for_display(bars)))
+        plots["quality_bars"] = _plot_bars(bars, out_dir / "quality_bars.png")
     if ranked:
         by_length = metric_by_history_length(ranked)
         ndcg_columns = [c for c in by_length.columns if c[0] == "ndcg_at_10"]
@@ -220,13 +342,17 @@ def write_report(
     table.to_csv(csv_path)
     md = [f"# {title}", "", markdown_table(table), ""]
     page = [f"<h1>{html.escape(title)}</h1>", table.to_html(float_format="{:.4f}".format)]
+    if notes:
+        md += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+        items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+        page += ["<h2>Notes</h2>", f"<ul>{items}</ul>"]
     for heading, frame in sections:
         flat = frame.copy()
         flat.columns = [
             " ".join(str(part) for part in c if part) if isinstance(c, tuple) else c
             for c in flat.columns
         ]
-        flat.index.name = "bucket"
+        flat.index.name = flat.index.name or "bucket"
         md += [f"## {heading}", "", markdown_table(flat), ""]
         page += [f"<h2>{html.escape(heading)}</h2>", flat.to_html(float_format="{:.4f}".format)]
     for name, path in plots.items():

@@ -166,3 +166,32 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     weights = np.exp(shifted)
     return weights / weights.sum(axis=-1, keepdims=True)
+
+
+WORLD_KEY = "world"
+"""Key of the generator's full ``SyntheticConfig`` in each day's ``_injected.json`` manifest."""
+
+
+def world_record(config: SyntheticConfig) -> dict[str, object]:
+    """``config`` as JSON-ready fields, so a landing folder says which world wrote it."""
+    from dataclasses import asdict
+
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in asdict(config).items()}
+
+
+def world_from_record(record: dict[str, object]) -> SyntheticConfig:
+    """The ``SyntheticConfig`` that ``world_record`` wrote; raises ``ValueError`` when the record
+    does not match this version's fields (a manifest from another generator version)."""
+    from dataclasses import fields
+
+    from pipelines.sources.synthetic import SyntheticConfig
+
+    names = {f.name for f in fields(SyntheticConfig)}
+    if set(record) != names:
+        raise ValueError(
+            f"the recorded world has fields {sorted(set(record) ^ names)} that this generator "
+            "does not (or lacks ones it has): it was written by another version"
+        )
+    values = dict(record)
+    values["start_date"] = date.fromisoformat(str(values["start_date"]))
+    return SyntheticConfig(**values)

@@ -14,7 +14,7 @@ Layout (``<landing_root>`` is ``Settings.landing_root``; ``<source>/date=<day>``
 ``Settings.landing_path``)::
 
     <landing_root>/events/date=2026-01-01/part-00000.jsonl   events, <= max_events_per_file lines
-    <landing_root>/events/date=2026-01-01/_injected.json     bad-record manifest, written last
+    <landing_root>/events/date=2026-01-01/_injected.json     bad-record manifest + the world config, written last
     <landing_root>/titles/date=2026-01-01/titles.jsonl       titles released on or before the day
 
 Run ``python -m pipelines.sources.synthetic --help`` for the command line.
@@ -37,7 +37,7 @@ import numpy as np
 from pipelines.schemas import DEVICES, EVENT_TYPES
 from pipelines.sources.bad_records import BAD_KINDS, plan_injections, render_bad_line
 from pipelines.sources.members import COUNTRIES
-from pipelines.sources.oracle import MS_PER_DAY, Oracle, epoch_ms
+from pipelines.sources.oracle import MS_PER_DAY, WORLD_KEY, Oracle, epoch_ms, world_record
 
 EVENTS_SOURCE = "events"
 """Landing source name of the event files."""
@@ -662,6 +662,8 @@ def _write_day(
         "date": day.isoformat(),
         "seed": config.seed,
         "bad_rate": config.bad_rate,
+        # The whole config: an evaluator rebuilds the oracle of this world from it.
+        WORLD_KEY: world_record(config),
         "line_numbers": "1-based",
         "files": totals,
         "injected": injected,

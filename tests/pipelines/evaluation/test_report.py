@@ -11,9 +11,11 @@ import pytest
 
 from pipelines.evaluation.metrics import RankedTargets
 from pipelines.evaluation.report import (
+    bars_markdown,
     log_report,
     metric_by_history_length,
     metrics_table,
+    quality_bars,
     recall_by_title_age,
     write_report,
 )
@@ -96,3 +98,44 @@ def test_log_report_needs_a_run(tmp_path: Path):
     (tmp_path / "report").mkdir()
     with pytest.raises(RuntimeError, match="no active MLflow run"):
         log_report(tmp_path / "report")
+
+
+def test_quality_bars_divide_by_the_reference_and_say_pass_or_fail(tmp_path: Path):
+    table = metrics_table(
+        {
+            "foundation": {"ndcg_at_10": 0.30, "cold_start_recall_at_50": 0.40},
+            "oracle": {"ndcg_at_10": 0.40, "cold_start_recall_at_50": 0.9},
+            "most_popular": {"ndcg_at_10": 0.10, "cold_start_recall_at_50": 0.0},
+            "most_popular_new": {"ndcg_at_10": 0.09, "cold_start_recall_at_50": 0.25},
+        }
+    )
+    bars = quality_bars(table, "foundation")
+    assert bars.loc["ndcg_at_10_vs_oracle", "ratio"] == pytest.approx(0.75)
+    assert not bars.loc["ndcg_at_10_vs_oracle", "passed"]  # 0.75 < 0.80
+    assert bars.loc["ndcg_at_10_vs_most_popular", "ratio"] == pytest.approx(3.0)
+    assert bars.loc["ndcg_at_10_vs_most_popular", "passed"]
+    cold = bars.loc["cold_start_recall_at_50_vs_most_popular_new"]
+    assert cold["ratio"] == pytest.approx(1.6) and not cold["passed"]
+    paths = write_report(tmp_path, table, bars=bars, notes=["oracle: the generator's"])
+    markdown = paths.markdown.read_text()
+    assert "## Quality bars" in markdown and "## Notes" in markdown
+    assert "| ndcg_at_10_vs_oracle | 0.3000 | oracle | 0.4000 | 0.750 | >= 0.8 | FAIL |" in markdown
+    assert (
+        "| ndcg_at_10_vs_most_popular | 0.3000 | most_popular | 0.1000 | 3.000 | >= 2 | pass |"
+        in markdown
+    )
+    assert "Quality bars" in paths.html.read_text()
+
+
+def test_quality_bars_without_the_oracle_are_undefined_not_zero():
+    table = metrics_table({"foundation": {"ndcg_at_10": 0.3}, "most_popular": {"ndcg_at_10": 0.0}})
+    bars = quality_bars(table, "foundation")
+    oracle = bars.loc["ndcg_at_10_vs_oracle"]
+    assert math.isnan(oracle["ratio"]) and oracle["passed"] is None
+    assert oracle["note"] == "oracle was not evaluated"
+    assert bars.loc["ndcg_at_10_vs_most_popular", "ratio"] == math.inf  # 0.3 over 0
+    cold = bars.loc["cold_start_recall_at_50_vs_most_popular_new"]
+    assert math.isnan(cold["ratio"]) and cold["passed"] is None
+    assert "| n/a |" in bars_markdown(bars)
+    with pytest.raises(ValueError, match="not in the metrics table"):
+        quality_bars(table, "sasrec")

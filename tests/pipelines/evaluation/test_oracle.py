@@ -1,0 +1,167 @@
+"""The synthetic oracle as a recommender: it out-ranks most-popular on the world it knows, reads
+only played tokens, and exists only when the landing manifests name one world."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.evaluation.baselines import MostPopular, MostPopularNew
+from pipelines.evaluation.foundation import FEATURE_ROWS, TokenFeatures
+from pipelines.evaluation.metrics import MemberRecommender, evaluate, rank_targets
+from pipelines.evaluation.oracle import OracleRecommender, read_world_source, world_source
+from pipelines.evaluation.splits import (
+    TemporalConfig,
+    TemporalSplit,
+    index_interactions,
+    temporal_split,
+)
+from pipelines.schemas import ACTIONS, EVENT_TYPES
+from pipelines.sources.catalogue import build_catalogue
+from pipelines.sources.members import build_members
+from pipelines.sources.oracle import WORLD_KEY, world_record
+from pipelines.sources.synthetic import MANIFEST_NAME, PRESETS, generate, simulate
+
+# A bigger tiny world (thousands of choices) so the metric gap is far above noise.
+CONFIG = replace(PRESETS["tiny"], n_members=600, days=4, sessions_per_day_mean=1.0)
+CUTOFF_DAY = CONFIG.start_date + dt.timedelta(days=3)
+KEPT = {"play_start": "started", "impression": "impressed"}
+
+
+def _tokens() -> pd.DataFrame:
+    """One token per play_start ("started") and per impression ("impressed"), as the generator
+    wrote them: real synthetic events, without the Spark pipeline in between."""
+    titles = np.asarray(build_catalogue(CONFIG).title_ids, dtype=object)
+    users = np.asarray(build_members(CONFIG).user_ids, dtype=object)
+    frames = []
+    for events in simulate(CONFIG):
+        kinds = np.asarray(EVENT_TYPES, dtype=object)[events.event_type]
+        keep = np.isin(kinds, list(KEPT))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": users[events.user[keep]],
+                    "title_id": titles[events.title[keep]],
+                    "ts": events.ts_ms[keep] // 1000,
+                    "action": [KEPT[k] for k in kinds[keep]],
+                }
+            )
+        )
+        if events.day == CONFIG.days - 1:
+            break
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def world() -> tuple[TemporalSplit, TokenFeatures]:
+    tokens = _tokens()
+    interactions = index_interactions(tokens, catalogue=build_catalogue(CONFIG).title_ids)
+    features = np.zeros((FEATURE_ROWS, len(tokens)), dtype=np.int64)
+    features[0] = tokens["action"].map(ACTIONS.index).to_numpy()
+    token_features = TokenFeatures.from_frame(tokens, interactions, features)
+    cutoff = int(dt.datetime.combine(CUTOFF_DAY, dt.time(0), tzinfo=dt.UTC).timestamp())
+    split = temporal_split(interactions, TemporalConfig(cutoff_ts=cutoff))
+    assert len(split.test) > 200
+    return split, token_features
+
+
+def test_oracle_ranks_far_better_than_most_popular(world):
+    split, features = world
+    oracle = OracleRecommender.from_config(CONFIG, features)
+    assert isinstance(oracle, MemberRecommender)
+    oracle.fit(split)
+    popular = MostPopular()
+    popular.fit(split)
+    truth = evaluate(oracle, split.test)
+    floor = evaluate(popular, split.test)
+    assert truth["n_cases"] == floor["n_cases"] == len(split.test)
+    assert truth["ndcg_at_10"] > 1.5 * floor["ndcg_at_10"] > 0
+    assert truth["hr_at_10"] > floor["hr_at_10"] + 0.1
+    assert truth["mrr"] > floor["mrr"]
+
+
+def test_oracle_state_counts_plays_only(world):
+    """Marking every history token as an impression forgets the member's plays: series progress
+    resets, so the next episode a member is watching loses its continue-the-series bonus."""
+    split, features = world
+    honest = OracleRecommender.from_config(CONFIG, features)
+    honest.fit(split)
+    blind_features = TokenFeatures(
+        features.interactions, np.full_like(features.features, ACTIONS.index("impressed"))
+    )
+    blind = OracleRecommender.from_config(CONFIG, blind_features)
+    blind.fit(split)
+    good = rank_targets(honest, split.test).ranks
+    bad = rank_targets(blind, split.test).ranks
+    assert np.nanmean(good) < np.nanmean(bad)
+
+
+def test_oracle_refuses_a_lake_from_another_world(world):
+    split, features = world
+    stranger = OracleRecommender.from_config(replace(CONFIG, n_titles=50), features)
+    with pytest.raises(ValueError, match="not in the synthetic world"):
+        stranger.fit(split)
+
+
+def test_most_popular_new_puts_new_titles_first(world):
+    split, _ = world
+    new = np.zeros(split.n_items, dtype=bool)
+    new[[3, 7]] = True
+    baseline = MostPopularNew()
+    baseline.fit(replace(split, new_items=new))
+    scores = baseline.score([np.array([0])])[0]
+    old = np.flatnonzero(~new)
+    assert scores[[3, 7]].min() > scores[old].max()
+    counts = MostPopular(baseline._popular.config)
+    counts.fit(split)
+    # Among the old titles the order is most-popular's.
+    order = np.argsort(-scores[old], kind="stable")
+    assert np.array_equal(order, np.argsort(-counts.score([np.array([0])])[0][old], kind="stable"))
+
+
+def _manifest(day: dt.date, world: dict | None) -> dict:
+    manifest = {"date": day.isoformat(), "seed": 7}
+    if world is not None:
+        manifest[WORLD_KEY] = world
+    return manifest
+
+
+def test_world_source_needs_every_lake_day_from_one_recorded_world():
+    days = [CONFIG.start_date + dt.timedelta(days=i) for i in range(3)]
+    record = world_record(CONFIG)
+    found = world_source([_manifest(d, record) for d in days], days)
+    assert found.config == CONFIG and "seed 7" in found.note
+    # MovieLens (no manifest), a mix, an old generator, two worlds: no oracle, and a reason.
+    cases = {
+        "no synthetic generator manifest": [],
+        "a mix of sources": [_manifest(d, record) for d in days[:2]],
+        "older generator": [_manifest(d, None) for d in days],
+        "different worlds": [_manifest(d, record) for d in days[:2]]
+        + [_manifest(days[2], world_record(replace(CONFIG, seed=8)))],
+    }
+    for reason, manifests in cases.items():
+        absent = world_source(manifests, days)
+        assert absent.config is None
+        assert reason in absent.note and absent.note.startswith("oracle: not available")
+
+
+def test_generator_manifests_record_the_world(tmp_path: Path):
+    generate(replace(PRESETS["tiny"], days=2), tmp_path)
+    manifests = [json.loads(p.read_text()) for p in tmp_path.glob(f"events/*/{MANIFEST_NAME}")]
+    days = [dt.date.fromisoformat(m["date"]) for m in manifests]
+    assert world_source(manifests, days).config == replace(PRESETS["tiny"], days=2)
+
+
+def test_read_world_source_from_the_landing_folders(settings):
+    days = [PRESETS["tiny"].start_date + dt.timedelta(days=i) for i in range(2)]
+    assert read_world_source(settings, days).config is None  # nothing landed yet
+    generate(replace(PRESETS["tiny"], days=2), settings.landing_root)
+    assert read_world_source(settings, days).config == replace(PRESETS["tiny"], days=2)
+    later = days + [days[-1] + dt.timedelta(days=1)]  # a lake day the generator did not write
+    assert "a mix of sources" in read_world_source(settings, later).note
