@@ -94,22 +94,41 @@ def _rewrite_summaries(
 ) -> int:
     """Rewrite ``silver/sessions`` for D-1 and D; returns the number of sessions started on D.
 
-    Only sessions with events on D change, and each of them is whole in: D's events (cached),
-    the previous day's tail (the one session per member that D can continue) and D+1's events
-    (present when an earlier day is re-run). The other sessions of D-1 keep their stored rows,
-    so the previous day's events are never read again.
+    Only sessions with events on D change. Most lie wholly within D and are summarised from the
+    cache where they are, already partitioned by member (no shuffle). The rest cross a midnight:
+    they continue the previous day's tail (the one session per member D can continue) or go on
+    into D+1 (present when an earlier day is re-run), and are summarised from those parts
+    together. The other sessions of D-1 keep their stored rows, so the previous day's events are
+    never read again.
     """
     previous = day - dt.timedelta(days=1)
     events_path = settings.table_path("silver", "session_events")
     sessions_path = settings.table_path("silver", "sessions")
-    parts = [sessionised, read_partitions(spark, events_path, day + dt.timedelta(days=1))]
+    later = read_partitions(spark, events_path, day + dt.timedelta(days=1))
+    # Sessions of D that D+1 continues have no first event (seq 0) on D+1.
+    into_later = (
+        later.groupBy("session_id")
+        .agg(F.max((F.col("seq_in_session") == 0).cast("int")).alias("_starts_there"))
+        .where(F.col("_starts_there") == 0)
+        .select("session_id")
+    )
+    starts_on_day = sessionised.where(~F.col("_continued"))
+    within_day = starts_on_day.join(F.broadcast(into_later), "session_id", "left_anti")
+    crossing = [
+        sessionised.where(F.col("_continued")),
+        starts_on_day.join(F.broadcast(into_later), "session_id", "left_semi"),
+        later.join(F.broadcast(into_later), "session_id", "left_semi"),
+    ]
     if tail is not None:
-        parts.append(tail)
-    touched = reduce(DataFrame.unionByName, [part.select(*_SUMMARY_COLUMNS) for part in parts])
-    summary = summarise_sessions(touched, previous, day)
+        crossing.append(tail)
+    crossing_rows = reduce(DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing])
+    summary = summarise_sessions(within_day, previous, day).unionByName(
+        summarise_sessions(crossing_rows, previous, day)
+    )
     stored = read_partitions(spark, sessions_path, previous)
     if stored is not None:
-        kept = stored.join(summary.select("session_id"), "session_id", "left_anti")
+        rewritten = summary.where(F.col("event_date") == F.lit(previous)).select("session_id")
+        kept = stored.join(F.broadcast(rewritten), "session_id", "left_anti")
         summary = summary.unionByName(kept.select(*summary.columns))
     summary = summary.persist(StorageLevel.MEMORY_AND_DISK)
     try:
