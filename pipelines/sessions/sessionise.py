@@ -53,14 +53,15 @@ TAIL_COLUMNS = (
 def previous_day_tail(previous_session_events: DataFrame) -> DataFrame:
     """Each member's last session of the previous day: the events a new day may continue.
 
-    The last session per member comes from an aggregate (partial per partition, so only one row
-    per member is shuffled) and its events from a broadcast semi-join: no sort of the whole day.
+    The session of each member's latest event (events at the same instant share a session), found
+    with a hash aggregate of timestamps and two broadcast semi-joins: no sort of the whole day.
     """
-    last_sessions = previous_session_events.groupBy("user_id").agg(
-        F.max_by("session_id", F.struct("event_ts", "event_id")).alias("session_id")
-    )
+    latest = previous_session_events.groupBy("user_id").agg(F.max("event_ts").alias("event_ts"))
+    last_sessions = previous_session_events.join(
+        F.broadcast(latest), ["user_id", "event_ts"], "left_semi"
+    ).select("session_id")
     return previous_session_events.join(
-        F.broadcast(last_sessions.select("session_id")), "session_id", "left_semi"
+        F.broadcast(last_sessions), "session_id", "left_semi"
     ).select(*TAIL_COLUMNS)
 
 

@@ -122,19 +122,22 @@ def _rewrite_summaries(
     if tail is not None:
         crossing.append(tail)
     crossing_rows = reduce(DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing])
-    summary = summarise_sessions(within_day, previous, day).unionByName(
-        summarise_sessions(crossing_rows, previous, day)
+    # Cached once: the count, the rows it replaces in D-1 and the write all read it.
+    summary = (
+        summarise_sessions(within_day, previous, day)
+        .unionByName(summarise_sessions(crossing_rows, previous, day))
+        .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    stored = read_partitions(spark, sessions_path, previous)
-    if stored is not None:
-        rewritten = summary.where(F.col("event_date") == F.lit(previous)).select("session_id")
-        kept = stored.join(F.broadcast(rewritten), "session_id", "left_anti")
-        summary = summary.unionByName(kept.select(*summary.columns))
-    summary = summary.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         started = summary.where(F.col("event_date") == F.lit(day)).count()
+        stored = read_partitions(spark, sessions_path, previous)
+        rows = summary
+        if stored is not None:
+            rewritten = summary.where(F.col("event_date") == F.lit(previous)).select("session_id")
+            kept = stored.join(F.broadcast(rewritten), "session_id", "left_anti")
+            rows = summary.unionByName(kept.select(*summary.columns))
         replace_partitions(
-            summary,
+            rows,
             sessions_path,
             previous,
             day,
