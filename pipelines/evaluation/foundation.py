@@ -32,6 +32,7 @@ import torch
 
 from pipelines.evaluation.splits import EvalSet, Interactions, LeaveOneOutSplit, TemporalSplit
 from pipelines.models import FoundationConfig, FoundationModel, SequenceBatch, pretraining_loss
+from pipelines.models.config import TOKEN_FEATURES
 from pipelines.models.metadata import title_metadata
 from pipelines.models.windows import (
     LastTokenDataset,
@@ -72,6 +73,7 @@ class TokenFeatures:
 
     interactions: Interactions  # the interactions the split was cut from
     features: np.ndarray  # (6, N) int64: action, watch bucket, gap bucket, device, hour, weekday
+    known: tuple[str, ...] = TOKEN_FEATURES  # features the data has; the others are filler 0s
 
     def __post_init__(self) -> None:
         if self.features.shape != (FEATURE_ROWS, len(self.interactions)):
@@ -88,6 +90,7 @@ class TokenFeatures:
         features: np.ndarray,
         user_col: str = "user_id",
         item_col: str = "title_id",
+        known: tuple[str, ...] = TOKEN_FEATURES,
     ) -> TokenFeatures:
         """``features`` (6, N) given in ``frame``'s row order, reordered to match
         ``interactions = index_interactions(frame, ...)`` (user, then time, then input order)."""
@@ -97,7 +100,7 @@ class TokenFeatures:
         items = np.searchsorted(interactions.item_ids.astype(str), frame[item_col].astype(str))
         if not np.array_equal(items[order], interactions.item):
             raise ValueError("frame and interactions disagree: index this same frame")
-        return cls(interactions, np.asarray(features, dtype=np.int64)[:, order])
+        return cls(interactions, np.asarray(features, dtype=np.int64)[:, order], known)
 
     @classmethod
     def from_actions(
@@ -106,7 +109,7 @@ class TokenFeatures:
         """Only the action is known (MovieLens ratings); the other features stay 0."""
         features = np.zeros((FEATURE_ROWS, len(frame)), dtype=np.int64)
         features[0] = actions
-        return cls.from_frame(frame, interactions, features)
+        return cls.from_frame(frame, interactions, features, known=("action",))
 
     @cached_property
     def _bounds(self) -> np.ndarray:
@@ -160,11 +163,13 @@ FIT_PRESETS: dict[str, FoundationFitConfig] = {
         },
     ),
     # MovieLens on 2 CPU cores: SASRec's ml-100k shape (2 blocks, history 200), full softmax,
-    # validated every 100 steps; give it a budget with train_minutes.
+    # validated every 100 steps; give it a budget with train_minutes. No multi-token
+    # prediction: its second full softmax costs ~40% of a CPU step and, at equal steps, did
+    # not lower the validation loss on ml-100k (at weight 0.5 it raised it).
     "cpu": FoundationFitConfig(
         model_preset="demo",
         train_preset="demo",
-        model_overrides={"dropout": 0.2, "window_stride": 200, "mtp_n": 1, "genre_weight": 0.1},
+        model_overrides={"dropout": 0.2, "window_stride": 200, "mtp_n": 0, "genre_weight": 0.1},
         train_overrides={
             "max_epochs": 200,
             "batch_size": 128,
@@ -265,6 +270,8 @@ class FoundationRecommender:
                 "num_titles": split.n_items,
                 "num_genres": len(genres),
                 "genres": genres or None,
+                # Embed only the features the data has: filler columns would only add a bias.
+                "token_features": list(self.features.known) if self.features is not None else [],
                 **self.config.model_overrides,
             },
         )

@@ -22,6 +22,8 @@ NUM_GAP_BUCKETS = 16
 """``gap_bucket`` (log-scale time since the previous token) takes values 0..15."""
 NUM_HOURS = 24
 NUM_WEEKDAYS = 7
+TOKEN_FEATURES: tuple[str, ...] = ("action", "watch_fraction", "gap", "device", "hour", "weekday")
+"""Token feature names, in ``SequenceBatch.feature_tensors()`` order."""
 NUM_SCALAR_METADATA = 4
 """Metadata columns after the genre multi-hot: release year, runtime, maturity, is-series."""
 
@@ -56,12 +58,16 @@ class FoundationConfig(PretrainedConfig):
 
     # --- inputs (ablation switches) --------------------------------------------------------
     use_token_features: bool = True  # add action/watch/gap/device/hour/weekday embeddings
+    # The features the data actually has (None: all of TOKEN_FEATURES). A feature that is the
+    # same on every token only adds a bias, which AdamW grows until it drowns the title.
+    token_features: list[str] | None = None
     use_metadata: bool = True  # mix title metadata into title embeddings (cold start)
+    id_gate_init: float = 0.9  # initial weight of a trained title's id embedding vs. metadata
 
     # --- objectives ------------------------------------------------------------------------
     num_sampled_negatives: int = 0  # 0: full softmax over the catalogue; >0: sampled softmax
     mtp_n: int = 0  # extra multi-token-prediction heads, predicting t+2 .. t+1+mtp_n
-    mtp_weight: float = 0.5  # weight of the mean multi-token-prediction loss
+    mtp_weight: float = 0.1  # weight of the mean multi-token-prediction loss (0.5 hurt ml-100k)
     genre_weight: float = 0.0  # weight of the next-title genre BCE loss; 0 builds no genre head
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -75,6 +81,11 @@ class FoundationConfig(PretrainedConfig):
             raise ValueError("genre_weight > 0 needs num_genres >= 1 (the genre head's targets)")
         if self.genre_weight > 0 and not self.use_metadata:
             raise ValueError("genre_weight > 0 reads genres from title metadata: set use_metadata")
+        unknown = set(self.token_features or ()) - set(TOKEN_FEATURES)
+        if unknown:
+            raise ValueError(f"unknown token_features {sorted(unknown)}; known: {TOKEN_FEATURES}")
+        if not 0 < self.id_gate_init < 1:
+            raise ValueError(f"id_gate_init must be in (0, 1), got {self.id_gate_init}")
         if not 0 < self.window_stride <= self.max_len:
             raise ValueError(f"window_stride must be in 1..max_len, got {self.window_stride}")
         super().__post_init__(**kwargs)
@@ -83,6 +94,14 @@ class FoundationConfig(PretrainedConfig):
     def metadata_dim(self) -> int:
         """Width of a title's metadata row: genre multi-hot then the scalar columns."""
         return self.num_genres + NUM_SCALAR_METADATA
+
+    @property
+    def active_token_features(self) -> tuple[str, ...]:
+        """The token features the model embeds, in ``TOKEN_FEATURES`` order."""
+        if not self.use_token_features:
+            return ()
+        chosen = TOKEN_FEATURES if self.token_features is None else self.token_features
+        return tuple(f for f in TOKEN_FEATURES if f in chosen)
 
     @property
     def head_dim(self) -> int:

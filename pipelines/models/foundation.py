@@ -31,6 +31,7 @@ from pipelines.models.config import (
     NUM_HOURS,
     NUM_WATCH_FRACTION_BUCKETS,
     NUM_WEEKDAYS,
+    TOKEN_FEATURES,
     FoundationConfig,
 )
 
@@ -187,19 +188,17 @@ class FoundationModel(PreTrainedModel):
         D, N = config.d_model, config.num_titles
         self.title_id_embedding = nn.Embedding(N, D)
         self.position_embedding = nn.Embedding(config.max_len, D)
-        if config.use_token_features:
-            # Same order as SequenceBatch.feature_tensors().
-            self.feature_embeddings = nn.ModuleList(
-                nn.Embedding(size, D)
-                for size in (
-                    config.num_actions,
-                    NUM_WATCH_FRACTION_BUCKETS,
-                    NUM_GAP_BUCKETS,
-                    config.num_devices,
-                    NUM_HOURS,
-                    NUM_WEEKDAYS,
-                )
-            )
+        sizes = {
+            "action": config.num_actions,
+            "watch_fraction": NUM_WATCH_FRACTION_BUCKETS,
+            "gap": NUM_GAP_BUCKETS,
+            "device": config.num_devices,
+            "hour": NUM_HOURS,
+            "weekday": NUM_WEEKDAYS,
+        }
+        self.feature_embeddings = nn.ModuleDict(
+            {name: nn.Embedding(sizes[name], D) for name in config.active_token_features}
+        )
         if config.use_metadata:
             self.metadata_proj = nn.Sequential(
                 nn.Linear(config.metadata_dim, D), nn.GELU(), nn.Linear(D, D)
@@ -229,8 +228,19 @@ class FoundationModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, FoundationModel) and module.config.use_metadata:
-            init.zeros_(module.gate_bias)  # gate 0.5 at start: id and metadata count equally
+        if not isinstance(module, FoundationModel):
+            return
+        # The extras start as no-ops, so the model starts as its SASRec ablation and each one
+        # earns its weight from the data: feature embeddings at zero, the metadata projection's
+        # output at zero, and the gate leaning on the id embedding (a title's own interactions
+        # say more about it than its genres; 0.5 would halve every id embedding at the start).
+        for table in module.feature_embeddings.values():
+            init.zeros_(table.weight)
+        if module.config.use_metadata:
+            init.zeros_(module.metadata_proj[-1].weight)
+            init.zeros_(module.metadata_proj[-1].bias)
+            gate = module.config.id_gate_init
+            init.constant_(module.gate_bias, math.log(gate / (1 - gate)))  # sigmoid^-1(gate)
             init.zeros_(module.gate_slope)
 
     # ----------------------------------------------------------------------------- catalogue
@@ -322,9 +332,9 @@ class FoundationModel(PreTrainedModel):
     ) -> torch.Tensor:
         """(B, T, D) input representations: title + features + position, normalised."""
         x = titles[batch.titles.clamp(min=0)]  # (B, T, D); pads read row 0, never attended
-        if self.config.use_token_features:
-            for table, column in zip(self.feature_embeddings, batch.feature_tensors(), strict=True):
-                x = x + table(column)  # (B, T, D)
+        columns = dict(zip(TOKEN_FEATURES, batch.feature_tensors(), strict=True))
+        for name, table in self.feature_embeddings.items():
+            x = x + table(columns[name])  # (B, T, D)
         x = x + self.position_embedding(positions)  # (B, T, D)
         return self.embedding_dropout(self.embedding_norm(x))
 

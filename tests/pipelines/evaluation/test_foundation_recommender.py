@@ -85,6 +85,8 @@ def test_foundation_learns_planted_order_and_beats_most_popular():
 
     model = FoundationRecommender(FIT_PRESETS["tiny"], titles=_titles(), features=features)
     model.fit(split)
+    # Ratings give only the action; the filler feature columns get no embedding.
+    assert set(model.model.feature_embeddings) == {"action"}
     metrics = evaluate(model, split.test)
     assert metrics["ndcg_at_10"] > 0.5 > 3 * baseline
     assert model.train_result is not None and model.train_result.best_step is not None

@@ -71,14 +71,34 @@ def test_forward_reports_every_enabled_objective_and_one_step_changes_weights() 
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     output = model(batch)
     assert set(output.metrics()) == {"loss", "next_title_loss", "mtp_loss", "genre_loss"}
-    expected = output.next_title_loss + 0.5 * output.mtp_loss + 0.3 * output.genre_loss
+    expected = (
+        output.next_title_loss + model.config.mtp_weight * output.mtp_loss + 0.3 * output.genre_loss
+    )
     torch.testing.assert_close(output.loss, expected)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     output.loss.backward()
     optimizer.step()
+    # The metadata projection's output layer starts at zero, so the layer before it first gets
+    # a gradient on the second step.
+    optimizer.zero_grad()
+    model(batch).loss.backward()
+    optimizer.step()
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     # Every parameter took part in the loss, so every one moved.
     assert changed == set(before)
+
+
+def test_a_fresh_model_starts_as_its_sasrec_ablation() -> None:
+    model = make_model(mtp_n=0, genre_weight=0.0).eval()
+    batch = random_batch(torch.Generator().manual_seed(4), [16, 5], 16)
+    shuffled = SequenceBatch(
+        batch.titles, batch.actions.flip(1), batch.watch_fraction.flip(1), batch.gaps.flip(1),
+        batch.devices.flip(1), batch.hours.flip(1), batch.weekdays.flip(1), batch.targets,
+    )  # fmt: skip
+    # Token features and metadata start as no-ops; trained titles lean on their id embedding.
+    torch.testing.assert_close(model(batch).loss, model(shuffled).loss)
+    gate = model.config.id_gate_init
+    torch.testing.assert_close(model.title_embeddings(), gate * model.title_id_embedding.weight)
 
 
 def test_sasrec_ablation_is_the_same_model_with_features_off() -> None:
@@ -179,6 +199,8 @@ def test_kv_cache_steps_match_uncached_scores() -> None:
 
 def test_appended_title_gets_a_metadata_only_embedding_and_survives_save(tmp_path: Path) -> None:
     model = make_model().eval()
+    with torch.no_grad():  # as training leaves it: a fresh metadata projection outputs zeros
+        model.metadata_proj[-1].weight.normal_(std=0.02)
     old = model.title_embeddings().detach().clone()
     features = torch.cat([model.title_features, torch.ones(2, model.config.metadata_dim)])
     age = torch.cat([model.title_age_days, torch.zeros(2)])
