@@ -159,7 +159,8 @@ def test_titles_snapshot_matches_bronze_titles(
         for row in rows:
             assert list(row) == BRONZE_TITLES.fieldNames()
             assert date.fromisoformat(row["release_date"]) <= day.date
-            assert 1 <= len(row["genres"]) <= 3 and all(isinstance(g, str) for g in row["genres"])
+            assert 1 <= len(row["genres"]) <= 3
+            assert all(isinstance(g, str) for g in row["genres"])
             assert (row["series_id"] is None) == (row["season"] is None) == (row["episode"] is None)
             minutes = row["runtime_seconds"] / 60
             assert 25 <= minutes <= 60 if row["series_id"] else 90 <= minutes <= 150
