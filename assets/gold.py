@@ -73,6 +73,8 @@ def gold_results(report: TokenReport, mlflow_run_id: str) -> list[dg.Materialize
                 "members": report.members,
                 "events_per_token": round(report.events_per_token, 3),
                 "actions": dg.MetadataValue.json(report.actions),
+                # "previous day": continued from gold/member_positions; "scan": of every earlier day
+                "positions_from": report.positions_from,
                 "mlflow_run_id": mlflow_run_id,
             },
         ),

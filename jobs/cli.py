@@ -99,6 +99,7 @@ def print_summary(settings: Settings) -> None:
         ("silver", "session_events"),
         ("silver", "sessions"),
         ("gold", "interaction_tokens"),
+        ("gold", "member_positions"),
     ]:
         path = settings.table_path(layer, table)
         rows = spark.read.format("delta").load(path).count() if table_exists(spark, path) else "-"

@@ -146,6 +146,19 @@ INTERACTION_TOKENS = StructType(
 )
 """One row per interaction token; ``position`` is 0-based over the member's whole history."""
 
+MEMBER_POSITIONS = StructType(
+    [
+        StructField("user_id", StringType(), False),
+        StructField("last_position", LongType(), False),
+        StructField("last_ts", TimestampType(), False),
+        StructField("event_date", DateType(), False),
+    ]
+)
+"""Partition D: every member tokenised up to and including D, with the last position and its time.
+
+Gold's bookkeeping: day D+1 continues positions from partition D instead of scanning every
+earlier token partition."""
+
 MODEL_TOKEN_COLUMNS: tuple[str, ...] = (
     "user_id",
     "position",
@@ -166,6 +179,7 @@ SKIPPING_STATS: dict[str, tuple[str, ...]] = {
     "silver/session_events": ("user_id", "session_id", "event_ts"),
     "silver/sessions": ("user_id", "start_ts"),
     "gold/interaction_tokens": ("user_id", "title_id", "ts"),
+    "gold/member_positions": ("user_id",),
 }
 """The columns each day-partitioned table keeps Delta min/max statistics for (data skipping).
 

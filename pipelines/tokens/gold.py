@@ -3,6 +3,13 @@
 Reads the day's ``silver/session_events``, the catalogue's runtimes and each member's position
 before the day, merges events into tokens (``interactions.py``), writes the day's partition and
 appends any title it has not seen to the tokenizer (append-only: existing ids never move).
+
+Positions continue over a member's whole history. Instead of scanning every earlier token
+partition each night (a cost that grows with the history), gold keeps a small
+``gold/member_positions`` table: partition D holds every member's last position and time as of
+the end of D, so day D+1 reads one partition of one row per member. Without the previous day's
+partition (the first run, a gap, a lake from before the table existed) the earlier tokens are
+scanned once and the chain starts again from there.
 """
 
 from __future__ import annotations
@@ -17,16 +24,17 @@ from pyspark.sql import functions as F
 
 from pipelines.lake import (
     read_before,
+    read_partitions,
     read_upstream_day,
     replace_partitions,
     table_exists,
 )
-from pipelines.schemas import INTERACTION_TOKENS, SKIPPING_STATS
+from pipelines.schemas import INTERACTION_TOKENS, MEMBER_POSITIONS, SKIPPING_STATS
 from pipelines.settings import Settings
 from pipelines.tokens.interactions import (
     TokenConfig,
     compression,
-    history_state_before,
+    last_positions,
     merge_interactions,
 )
 from pipelines.tokens.tokenizer import TOKENIZER_FILE, update_tokenizer_file
@@ -44,6 +52,7 @@ class TokenReport:
     vocab_size: int
     tokenizer_path: str
     actions: dict[str, int]
+    positions_from: str  # "previous day" (gold/member_positions), "scan" or "none" (first day)
 
     @property
     def events_per_token(self) -> float:
@@ -53,6 +62,25 @@ class TokenReport:
 def tokenizer_path(settings: Settings) -> str:
     """Where the shared vocabulary lives: beside the gold tables."""
     return os.path.join(settings.table_path("gold", "tokenizer"), TOKENIZER_FILE)
+
+
+def positions_before(
+    spark: SparkSession, settings: Settings, day: dt.date
+) -> tuple[DataFrame | None, str]:
+    """Each member's last position and time before ``day``, and where they came from.
+
+    The previous day's ``gold/member_positions`` partition when it exists (the nightly case);
+    otherwise a scan of every token partition before ``day``; None before the first day.
+    """
+    previous = read_partitions(
+        spark, settings.table_path("gold", "member_positions"), day - dt.timedelta(days=1)
+    )
+    if previous is not None and not previous.isEmpty():
+        return previous.select("user_id", "last_position", "last_ts"), "previous day"
+    before = read_before(spark, settings.table_path("gold", "interaction_tokens"), day)
+    if before is None or before.isEmpty():
+        return None, "none"
+    return last_positions(before), "scan"
 
 
 def tokenise_day(
@@ -77,8 +105,9 @@ def tokenise_day(
         spark.read.format("delta").load(titles_path) if table_exists(spark, titles_path) else None
     )
     tokens_path = settings.table_path("gold", "interaction_tokens")
-    before = read_before(spark, tokens_path, day)
-    state = history_state_before(before) if before is not None else None
+    state, positions_from = positions_before(spark, settings, day)
+    if state is not None:
+        state = state.persist()  # read twice: to continue positions and to carry members on
 
     tokens = (
         merge_interactions(session_events, titles, state, config)
@@ -93,8 +122,20 @@ def tokenise_day(
             schema=INTERACTION_TOKENS,
             stats_columns=SKIPPING_STATS["gold/interaction_tokens"],
         )
-        # Tokens stay partitioned by member, so counting members needs no shuffle.
-        members = tokens.groupBy("user_id").count().count()
+        # Tokens stay partitioned by member, so this aggregate needs no shuffle.
+        today = last_positions(tokens).persist()
+        members = today.count()
+        carried = today
+        if state is not None:
+            carried = today.unionByName(state.join(today, "user_id", "left_anti"))
+        replace_partitions(
+            carried.withColumn("event_date", F.lit(day)),
+            settings.table_path("gold", "member_positions"),
+            day,
+            schema=MEMBER_POSITIONS,
+            stats_columns=SKIPPING_STATS["gold/member_positions"],
+        )
+        today.unpersist()
         by_action = (
             tokens.groupBy("action")
             .agg(F.count(F.lit(1)).alias("tokens"), F.sum("n_events").alias("events"))
@@ -105,6 +146,8 @@ def tokenise_day(
         title_ids = {r["title_id"] for r in tokens.select("title_id").distinct().collect()}
     finally:
         tokens.unpersist()
+        if state is not None:
+            state.unpersist()
     if titles is not None:
         title_ids |= {r["title_id"] for r in titles.select("title_id").collect()}
     tokenizer, added = update_tokenizer_file(tokenizer_path(settings), sorted(title_ids))
@@ -117,4 +160,5 @@ def tokenise_day(
         vocab_size=tokenizer.vocab_size,
         tokenizer_path=tokenizer_path(settings),
         actions=actions,
+        positions_from=positions_from,
     )

@@ -6,7 +6,7 @@ features the model embeds: an action summary, a watch-fraction bucket, a log-sca
 time since the member's previous token, device, hour and weekday.
 
 ``position`` counts tokens over the member's whole history: day D continues from the last
-position (and timestamp) the member reached before D, read from earlier ``gold`` partitions. A
+position (and timestamp) the member reached before D (``gold/member_positions``, see ``gold.py``). A
 title watched across midnight therefore yields two tokens, one per day, because partitions never
 rewrite each other.
 """
@@ -89,7 +89,8 @@ def merge_interactions(
     """Tokens (the ``gold/interaction_tokens`` contract, minus ``event_date``) from one day's session events.
 
     ``runtimes``: ``title_id``, ``runtime_seconds`` (watch fraction is unknown without it).
-    ``history_state``: per ``user_id`` the ``last_position`` and ``last_ts`` before this day.
+    ``history_state``: per ``user_id`` the ``last_position`` and ``last_ts`` before this day
+    (``last_positions`` of the earlier tokens).
     """
     events = session_events
     if runtimes is not None:
@@ -171,11 +172,15 @@ def merge_interactions(
     )
 
 
-def history_state_before(tokens_before: DataFrame) -> DataFrame:
-    """Per member: the last position and its timestamp in all earlier partitions."""
-    return tokens_before.groupBy("user_id").agg(
-        F.max("position").alias("last_position"),
-        F.max_by("ts", "position").alias("last_ts"),
+def last_positions(tokens: DataFrame) -> DataFrame:
+    """Per member: the last position and the latest token time among ``tokens``.
+
+    Two fixed-width maxima (a hash aggregate). Positions follow event time within a day, so the
+    two come from the same token except after a late event, where the latest time is the one a
+    time gap should be measured from.
+    """
+    return tokens.groupBy("user_id").agg(
+        F.max("position").alias("last_position"), F.max("ts").alias("last_ts")
     )
 
 

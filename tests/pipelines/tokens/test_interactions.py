@@ -7,7 +7,7 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from pipelines.schemas import SESSION_EVENTS
-from pipelines.tokens.interactions import TokenConfig, history_state_before, merge_interactions
+from pipelines.tokens.interactions import TokenConfig, last_positions, merge_interactions
 
 DAY = dt.date(2026, 1, 5)  # a Monday
 T0 = dt.datetime(2026, 1, 5, 20, 0, 0)
@@ -91,9 +91,7 @@ def test_positions_and_gaps_continue_from_earlier_days(spark):
             ("2", "u2", "short", "play_start", 0, 0.0, None, "s9"),
         ],
     )
-    tokens = merge_interactions(
-        events, _runtimes(spark), history_state_before(earlier), TokenConfig()
-    )
+    tokens = merge_interactions(events, _runtimes(spark), last_positions(earlier), TokenConfig())
     got = {r["user_id"]: (r["position"], r["gap_bucket"]) for r in tokens.collect()}
     # u1 continues at 7, 30 min after its last token → bucket floor(log2(30)) + 2 = 6; u2 is new.
     assert got == {"u1": (7, 6), "u2": (0, 0)}
