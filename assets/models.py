@@ -10,7 +10,8 @@ from assets.gold import INTERACTION_TOKENS, TOKENIZER
 from assets.partitions import daily_partitions, partition_day, previous_day
 from assets.resources import LakeResource, TrackingResource
 from pipelines.tracking import log_numbers, register_model_version
-from pipelines.training.pretrain import MODEL_DIR, pretrain_foundation, read_pretraining_inputs
+from pipelines.training.launch import run_pretraining
+from pipelines.training.pretrain import MODEL_DIR, read_pretraining_inputs
 
 FOUNDATION = dg.AssetKey(["models", "foundation"])
 REGISTERED_MODEL = "reelfm-foundation"
@@ -47,7 +48,11 @@ def foundation(
     lake: LakeResource,
     tracking: TrackingResource,
 ) -> dg.MaterializeResult:
-    """Pretrain on the tokens before the day; log the run and register a ``reelfm-foundation`` version."""
+    """Pretrain on the tokens before the day; log the run and register a ``reelfm-foundation`` version.
+
+    With ``REELFM_TRAIN_PROCESSES`` > 1 the training runs under ``torchrun`` (DDP) in that many
+    worker processes; this process keeps the MLflow run and receives their per-step metrics.
+    """
     import mlflow
 
     day, partition = partition_day(context), context.partition_key
@@ -55,7 +60,7 @@ def foundation(
     home = Path(settings.home)
     inputs = read_pretraining_inputs(lake.spark(), settings, day, config.history_days)
     with tracking.run(context, "models/foundation", params=config.model_dump()) as run:
-        result = pretrain_foundation(
+        result = run_pretraining(
             inputs.tokens,
             inputs.titles,
             inputs.tokenizer,
@@ -67,8 +72,10 @@ def foundation(
             seed=config.seed,
             train_overrides=config.train_overrides(),
             checkpoint_dir=home / "checkpoints" / "foundation" / partition,
+            processes=settings.train_processes,
+            log_line=context.log.info,
         )
-        mlflow.log_params(result.params())
+        mlflow.log_params({**result.params(), "train.processes": settings.train_processes})
         log_numbers({f"final_val/{name}": value for name, value in result.validation.items()})
         mlflow.log_artifacts(str(result.model_dir), MODEL_DIR)
         mlflow.log_artifact(str(result.loss_curve), "plots")
@@ -88,6 +95,7 @@ def foundation(
             "model_uri": f"models:/{REGISTERED_MODEL}/{version.version}",
             **{f"val_{name}": round(value, 4) for name, value in result.validation.items()},
             "steps": result.train.steps,
+            "train_processes": settings.train_processes,
             "stopped_early": result.train.stopped_early,
             "members": result.members,
             "train_tokens": result.train_tokens,

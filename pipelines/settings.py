@@ -43,6 +43,8 @@ class Settings:
     """MLflow experiment every materialization logs to (``REELFM_MLFLOW_EXPERIMENT``)."""
     dagster_home: str = ""
     """Dagster instance folder (``DAGSTER_HOME``); default ``<home>/dagster``."""
+    train_processes: int = 1
+    """Training processes on this machine (``REELFM_TRAIN_PROCESSES``); above 1, ``torchrun`` DDP."""
 
     @staticmethod
     def from_env() -> Settings:
@@ -68,6 +70,7 @@ class Settings:
             ),
             mlflow_experiment=_env("REELFM_MLFLOW_EXPERIMENT", "reelfm"),
             dagster_home=_env("DAGSTER_HOME", os.path.join(home, "dagster")),
+            train_processes=int(_env("REELFM_TRAIN_PROCESSES", "1")),
         )
 
     def with_home(self, home: str | os.PathLike[str]) -> Settings:

@@ -237,26 +237,38 @@ def evaluate(
 ) -> dict[str, float]:
     """Row-weighted mean of ``loss_fn``'s metrics over ``dataset``, in eval mode.
 
-    Under DDP each rank scores its shard and the results are summed across ranks; the
-    sampler repeats a few rows to give every rank equal work, which the mean includes.
+    Under DDP each rank scores its shard and the results are summed across ranks, so the
+    mean is the one-process mean: the row the sampler repeats to even out the shards is
+    scored in a batch of its own and weighs nothing.
     """
     ctx = ctx or DistributedContext(0, 1, next(model.parameters()).device, owns_group=False)
+    if len(dataset) == 0:
+        raise ValueError("the validation dataset is empty")
     was_training = model.training
     model.eval()
     local_batch = max(config.batch_size // ctx.world_size, 1)
-    batches = _epoch_batches(len(dataset), ctx, local_batch, config.seed, 0, False, False)
+    shard = list(
+        DistributedSampler(
+            range(len(dataset)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=False
+        )
+    )
+    real = len(range(ctx.rank, len(dataset), ctx.world_size))  # shard[real:] repeats rows
+    batches = [shard[i : min(i + local_batch, real)] for i in range(0, real, local_batch)]
+    counts = [1] * len(batches)  # whether a batch's rows count
+    if real < len(shard):  # every rank scores at least a batch, so all know the metric names
+        batches, counts = [*batches, shard[real:]], [*counts, 0]
     totals: dict[str, float] = {}
     rows = 0
-    for batch in _loader(dataset, batches, collate_fn, config.num_workers):
+    loader = _loader(dataset, batches, collate_fn, config.num_workers)
+    for batch, count in zip(loader, counts, strict=True):
         batch = batch.to(ctx.device)
         with _autocast(ctx.device, config.amp):
             _, metrics = loss_fn(model, batch)
+        weight = len(batch) * count
         for name, value in metrics.items():
-            totals[name] = totals.get(name, 0.0) + value * len(batch)
-        rows += len(batch)
+            totals[name] = totals.get(name, 0.0) + value * weight
+        rows += weight
     model.train(was_training)
-    if rows == 0:
-        raise ValueError("the validation dataset is empty")
     names = sorted(totals)
     sums = torch.tensor([totals[n] for n in names] + [rows], dtype=torch.float64, device=ctx.device)
     if ctx.world_size > 1:
@@ -355,7 +367,11 @@ def _train(
     state, best_weights = TrainerState(), None
     if checkpoint_dir is not None and resume and (found := latest_checkpoint(checkpoint_dir)):
         state, best_weights = load_checkpoint(found, model, optimizer, scheduler)
-    wrapped = DistributedDataParallel(model) if ctx.world_size > 1 else model
+    # A model may leave parameters out of some steps' graphs (the freshness bias without
+    # request times, heads a batch does not reach); DDP must then be told to look for them.
+    wrapped = (
+        DistributedDataParallel(model, find_unused_parameters=True) if ctx.world_size > 1 else model
+    )
 
     def checkpoint() -> Path | None:
         if checkpoint_dir is None:

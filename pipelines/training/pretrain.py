@@ -5,7 +5,9 @@ cut-off, turn them into per-member sequences over the tokenizer's title index, h
 member's last token for validation, describe every title by its metadata (ages measured at the
 cut-off, so young titles lean on metadata), train on sliding windows with the shared loop
 (early stopping on validation, checkpoints that resume) and write ``config.json``,
-``model.safetensors`` and ``tokenizer.json`` into one folder, plus a loss-curve PNG.
+``model.safetensors`` and ``tokenizer.json`` into one folder, plus a loss-curve PNG. Under
+``torchrun`` every rank calls it with the same inputs; they train data-parallel and rank 0 alone
+writes (``pipelines.training.launch`` starts such a run from an ordinary process).
 ``read_pretraining_inputs`` is its Spark side: the lake tables and the tokenizer as pandas
 frames and an ``InteractionTokenizer``, for the ``models/foundation`` asset.
 """
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -44,10 +47,12 @@ from pipelines.tokens.gold import tokenizer_path
 from pipelines.tokens.tokenizer import TOKENIZER_FILE, InteractionTokenizer
 from pipelines.training.loop import (
     TRAIN_PRESETS,
+    DistributedContext,
     MetricsLogger,
     TrainConfig,
     TrainResult,
     evaluate,
+    init_distributed,
     seed_everything,
     train,
 )
@@ -109,7 +114,7 @@ class PretrainResult:
     checkpoint_dir: Path  # where the run's checkpoints are (a re-run with the same inputs resumes)
     validation: dict[str, float]  # saved weights on the held-out last tokens: the model's eval
     # outputs (loss, next_title_loss, hit_at_1, hit_at_10...) and most_popular_hit_at_10
-    history: MetricHistory  # what the loop logged in this process (after a resume: since then)
+    history: MetricHistory  # what the loop logged (after a resume: since then); rank 0 only
     train: TrainResult  # how the loop ended: steps, early stopping, best step
     model_config: FoundationConfig  # the resolved model config (preset + catalogue + overrides)
     train_config: TrainConfig  # the resolved loop config (preset + seed + overrides)
@@ -153,7 +158,50 @@ def pretrain_foundation(
     step)`` receives every step's metrics. Checkpoints go to ``checkpoint_dir`` (default
     ``output_dir/checkpoints``): a killed run called again with the same inputs resumes there;
     checkpoints from different inputs or configs are discarded first.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank calls this with the same arguments: the
+    process group lives for the whole call (joined here unless the caller already has one), the
+    ranks train and validate data-parallel, and rank 0 alone claims the checkpoint folder and
+    writes the model folder and the plot, the others waiting for it at a barrier. Every rank
+    returns the same paths and validation; ``history`` and ``log_metrics`` are rank 0's.
     """
+    ctx = init_distributed()
+    try:
+        return _pretrain(
+            tokens,
+            titles,
+            tokenizer,
+            cutoff,
+            model_preset,
+            train_preset,
+            Path(output_dir),
+            log_metrics,
+            seed,
+            model_overrides,
+            train_overrides,
+            checkpoint_dir,
+            ctx,
+        )
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+
+
+def _pretrain(
+    tokens: pd.DataFrame,
+    titles: pd.DataFrame,
+    tokenizer: InteractionTokenizer,
+    cutoff: dt.date,
+    model_preset: str,
+    train_preset: str,
+    output_dir: Path,
+    log_metrics: MetricsLogger | None,
+    seed: int,
+    model_overrides: Mapping[str, Any] | None,
+    train_overrides: Mapping[str, Any] | None,
+    checkpoint_dir: Path | None,
+    ctx: DistributedContext,
+) -> PretrainResult:
     cutoff_ts = pd.Timestamp(cutoff, tz="UTC")
     training = tokens[_utc(tokens["ts"]) < cutoff_ts]
     if training.empty:
@@ -191,7 +239,10 @@ def pretrain_foundation(
     model.set_title_popularity(torch.from_numpy(counts))
 
     checkpoint_dir = Path(checkpoint_dir or output_dir / CHECKPOINT_DIR)
-    _claim_checkpoints(checkpoint_dir, _fingerprint(training, model_config, train_config, cutoff))
+    if ctx.is_main:
+        fingerprint = _fingerprint(training, model_config, train_config, cutoff)
+        _claim_checkpoints(checkpoint_dir, fingerprint)
+    _barrier(ctx)  # no rank looks for a checkpoint to resume before rank 0 has vetted them
     val_data = LastTokenDataset(validation, model_config.max_len)
     history: MetricHistory = {}
 
@@ -211,17 +262,18 @@ def pretrain_foundation(
         checkpoint_dir=checkpoint_dir,
         log_metrics=record,
     )
-    scores = evaluate(model, pretraining_loss, val_data, collate_windows, train_config)
+    scores = evaluate(model, pretraining_loss, val_data, collate_windows, train_config, ctx)
     scores["most_popular_hit_at_10"] = _most_popular_hit_rate(counts, validation, k=10)
     model.eval()
 
-    model_dir = Path(output_dir) / MODEL_DIR
-    shutil.rmtree(model_dir, ignore_errors=True)
-    model.save_pretrained(model_dir)
-    tokenizer.save(model_dir / TOKENIZER_FILE)
-    loss_curve = plot_loss_curves(
-        history, scores["most_popular_hit_at_10"], Path(output_dir) / LOSS_CURVE_FILE
-    )
+    model_dir = output_dir / MODEL_DIR
+    loss_curve = output_dir / LOSS_CURVE_FILE
+    if ctx.is_main:
+        shutil.rmtree(model_dir, ignore_errors=True)
+        model.save_pretrained(model_dir)
+        tokenizer.save(model_dir / TOKENIZER_FILE)
+        plot_loss_curves(history, scores["most_popular_hit_at_10"], loss_curve)
+    _barrier(ctx)  # every rank returns paths that exist
     return PretrainResult(
         model=model,
         model_dir=model_dir,
@@ -236,6 +288,11 @@ def pretrain_foundation(
         train_tokens=int(train_sequences.lengths.sum()),
         trained_titles=int(np.count_nonzero(counts)),
     )
+
+
+def _barrier(ctx: DistributedContext) -> None:
+    if ctx.world_size > 1:
+        dist.barrier()
 
 
 def _utc(ts: pd.Series) -> pd.Series:
@@ -266,7 +323,8 @@ def _fingerprint(
     digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
     digest.update(cutoff.isoformat().encode())
     digest.update(model_config.to_json_string(use_diff=False).encode())
-    digest.update(repr(train_config).encode())  # a frozen dataclass: every field, in order
+    # Every field that changes the weights, in order (a progress bar does not).
+    digest.update(repr(replace(train_config, progress=False)).encode())
     return digest.hexdigest()
 
 
