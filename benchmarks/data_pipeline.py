@@ -13,6 +13,10 @@ The end-to-end landing → gold rate, JVM start included, is reported on its own
 DuckDB does the same sessionisation (read JSONL, dedupe by ``event_id``, lag gap > 30 min → new
 session, running sum, write Parquet) on the same landing files with the same number of threads;
 compare ratios taken in one run, since the machine may be shared.
+
+``--landing-format parquet`` writes the landing events as typed Parquet instead of JSON lines
+(the same events; bronze reads them without text parsing, DuckDB with ``read_parquet``); the
+format is part of the reuse stamp, so a kept landing of the other format is regenerated.
 """
 
 from __future__ import annotations
@@ -31,7 +35,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.sources.synthetic import PRESETS, generate, scale_to_target_events
+from pipelines.sources.synthetic import (
+    LANDING_FORMATS,
+    PRESETS,
+    generate,
+    scale_to_target_events,
+)
 
 INACTIVITY_GAP_S = 30 * 60
 STAMP_NAME = "_benchmark.json"
@@ -201,22 +210,43 @@ class StageClock:
 # --- landing data ----------------------------------------------------------------------------
 
 
-def landing_days(events: int, days: int, bad_rate: float, landing_root: Path) -> list[dt.date]:
+def _landing_mib(landing_root: Path) -> float:
+    events = landing_root / "events"
+    return sum(p.stat().st_size for p in events.rglob("part-*") if p.is_file()) / 2**20
+
+
+def landing_days(
+    events: int, days: int, bad_rate: float, landing_root: Path, landing_format: str = "jsonl"
+) -> list[dt.date]:
     """Write (or reuse, when the stamp matches) about ``events`` events over ``days`` days."""
     config = replace(PRESETS["benchmark"], days=days, bad_rate=bad_rate)
-    stamp = {"events": events, "days": days, "bad_rate": bad_rate, "seed": config.seed}
+    stamp = {
+        "events": events,
+        "days": days,
+        "bad_rate": bad_rate,
+        "seed": config.seed,
+        "landing_format": landing_format,
+    }
     stamp_path = landing_root / STAMP_NAME
     dates = [config.start_date + dt.timedelta(days=d) for d in range(days)]
-    if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
-        print(f"reusing landing data in {landing_root}", flush=True)
-        return dates
+    if stamp_path.exists():
+        found = json.loads(stamp_path.read_text())
+        found.setdefault("landing_format", "jsonl")  # stamps from before the option
+        if found == stamp:
+            print(
+                f"reusing {landing_format} landing data in {landing_root} "
+                f"({_landing_mib(landing_root):,.0f} MiB of events)",
+                flush=True,
+            )
+            return dates
     shutil.rmtree(landing_root, ignore_errors=True)
     began = time.perf_counter()
     config = scale_to_target_events(config, events)
-    summary = generate(config, landing_root, progress=True)
+    summary = generate(config, landing_root, progress=True, landing_format=landing_format)
     print(
         f"generated {summary.events:,} events + {summary.injected:,} bad lines "
-        f"({config.n_members:,} members, {days} days) in {time.perf_counter() - began:.1f} s "
+        f"({config.n_members:,} members, {days} days) as {landing_format} "
+        f"({_landing_mib(landing_root):,.0f} MiB) in {time.perf_counter() - began:.1f} s "
         "(not part of the pipeline timings)",
         flush=True,
     )
@@ -281,15 +311,20 @@ def run_spark(
 
 # --- DuckDB reference -----------------------------------------------------------------------
 
-_DUCKDB_SESSIONS = """
-COPY (
-  WITH raw AS (
-    SELECT * FROM read_json(
+_DUCKDB_READ = {
+    "jsonl": """read_json(
       '{landing}/events/date=*/*.jsonl', format = 'newline_delimited', ignore_errors = true,
       columns = {{event_id: 'VARCHAR', user_id: 'VARCHAR', title_id: 'VARCHAR',
                  event_type: 'VARCHAR', event_ts: 'TIMESTAMP', watch_seconds: 'DOUBLE',
                  position_seconds: 'DOUBLE', rating: 'DOUBLE', device: 'VARCHAR',
-                 country: 'VARCHAR'}})
+                 country: 'VARCHAR'}})""",
+    "parquet": "read_parquet('{landing}/events/date=*/*.parquet')",
+}
+
+_DUCKDB_SESSIONS = """
+COPY (
+  WITH raw AS (
+    SELECT * FROM {read}
     WHERE event_id IS NOT NULL AND user_id IS NOT NULL AND event_ts IS NOT NULL
   ),
   deduped AS (
@@ -308,8 +343,10 @@ COPY (
 """
 
 
-def run_duckdb(home: Path, cores: int, memory: PeakMemory) -> StageResult:
-    """Landing JSONL → deduped, sessionised Parquet in DuckDB, in this process."""
+def run_duckdb(
+    home: Path, cores: int, memory: PeakMemory, landing_format: str = "jsonl"
+) -> StageResult:
+    """Landing JSONL (or Parquet) → deduped, sessionised Parquet in DuckDB, in this process."""
     import duckdb
 
     clock = StageClock(memory)
@@ -318,7 +355,7 @@ def run_duckdb(home: Path, cores: int, memory: PeakMemory) -> StageResult:
         con = duckdb.connect(config={"threads": cores})
         try:
             sql = _DUCKDB_SESSIONS.format(
-                landing=home / "landing",
+                read=_DUCKDB_READ[landing_format].format(landing=home / "landing"),
                 out=home / "duckdb" / "sessions.parquet",
                 gap=INACTIVITY_GAP_S,
             )
@@ -400,21 +437,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--bad-rate", type=float, default=0.001, help="share of injected bad lines (rejected path)"
     )
+    parser.add_argument(
+        "--landing-format",
+        choices=LANDING_FORMATS,
+        default="jsonl",
+        help="landing event files: JSON lines (default) or typed Parquet",
+    )
     args = parser.parse_args(argv)
 
     home = (args.home or Path(tempfile.mkdtemp(prefix="reelfm-bench-", dir="/tmp"))).resolve()
     print(
-        f"home {home}; load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
-        f"on {os.cpu_count()} cores",
+        f"home {home}; landing {args.landing_format}; load average "
+        f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} on {os.cpu_count()} cores",
         flush=True,
     )
     try:
-        dates = landing_days(args.events, args.days, args.bad_rate, home / "landing")
+        dates = landing_days(
+            args.events, args.days, args.bad_rate, home / "landing", args.landing_format
+        )
         for leftover in ("lake", "spark-warehouse", "duckdb"):
             shutil.rmtree(home / leftover, ignore_errors=True)
         with PeakMemory() as memory:
             stages, jvm_s = run_spark(home, dates, args.cores, memory)
-            duck = None if args.skip_duckdb else run_duckdb(home, args.cores, memory)
+            duck = (
+                None
+                if args.skip_duckdb
+                else run_duckdb(home, args.cores, memory, args.landing_format)
+            )
         received = next(s.events for s in stages if s.name == "bronze")
         print_report(stages, jvm_s, duck, received)
     finally:

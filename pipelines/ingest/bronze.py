@@ -5,6 +5,13 @@ the rejected write (line numbers included), the counts and the Great Expectation
 re-read the JSON. Both
 tables replace exactly the day's partition, so a re-run replaces instead of duplicating, and
 ``accepted + rejected == received`` is checked before the function returns.
+
+A day's folder may hold JSON lines (``.jsonl``/``.json``), typed Parquet (``.parquet``) or both:
+each format is read its own way (text parsed with an explicit schema; Parquet rows as they are)
+and classified by the same rules into the same cached frame. A rejected Parquet row is kept as
+its JSON (``to_json`` of the landing fields, nulls written out) with its 1-based row number in
+the file as ``line_number``; so is a later copy of a duplicated ``event_id`` (its text was
+dropped from the cache before duplicates were known).
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.ingest.landing import (
+    LANDING_PARQUET_SCHEMA,
     LandingFiles,
     attach_line_numbers,
     list_landing_files,
     read_landing_lines,
+    read_landing_parquet,
 )
 from pipelines.ingest.rules import (
     IngestRules,
@@ -87,22 +96,41 @@ def ingest_events_day(
     """
     files = files or list_landing_files(settings.landing_path("events", day.isoformat()))
     if not files.paths:
-        raise FileNotFoundError(f"Landing folder {files.folder} holds no .jsonl files for {day}.")
+        raise FileNotFoundError(
+            f"Landing folder {files.folder} holds no .jsonl, .json or .parquet files for {day}."
+        )
     ingested_at = ingested_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    lines = read_landing_lines(spark, files)
-    classified = classify_events(
-        parse_events(lines), day, rules, ingested_at, _catalogue_runtimes(spark, settings)
-    )
+    runtimes = _catalogue_runtimes(spark, settings)
     # Cache only what the counts, GE and both writes read: the parsed JSON struct and its string
     # columns never reach the cache, and accepted rows drop their raw text. Every line keeps its
     # position, so line numbers come from here, not from a second read of the files.
-    classified = classified.select(
-        *[F.col(f.name) for f in BRONZE_EVENTS.fields if f.name != "event_date"],
-        F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
-        "reason",
-        "_block",
-        "_row",
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    keep = [F.col(f.name) for f in BRONZE_EVENTS.fields if f.name != "event_date"]
+    parts: list[DataFrame] = []
+    if files.jsonl:
+        lines = classify_events(
+            parse_events(read_landing_lines(spark, files.jsonl)), day, rules, ingested_at, runtimes
+        )
+        parts.append(
+            lines.select(
+                *keep,
+                F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
+                "reason",
+                "_block",
+                "_row",
+            )
+        )
+    if files.parquet:
+        rows = classify_events(
+            read_landing_parquet(spark, files.parquet), day, rules, ingested_at, runtimes
+        )
+        # No text to keep: a rejected row's JSON is built from its cached fields when written.
+        parts.append(
+            rows.select(*keep, F.lit(None).cast("string").alias("raw"), "reason", "_block", "_row")
+        )
+    classified = parts[0]
+    for part in parts[1:]:
+        classified = classified.unionByName(part)
+    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
     cached = [classified]
     try:
         duplicates = duplicate_event_ids(classified).persist(StorageLevel.MEMORY_AND_DISK)
@@ -126,17 +154,24 @@ def ingest_events_day(
                 f"{', '.join(validation.failed_expectations)}. The rules and the suite disagree; "
                 "nothing was written."
             )
-        rejected = attach_line_numbers(
-            classified.where(F.col("reason").isNotNull()).select(
-                F.make_valid_utf8("raw").alias("raw"),
-                "reason",
-                "source_file",
-                "_block",
-                "_row",
-                "ingested_at",
-            ),
-            classified,
-        ).withColumn("event_date", F.lit(day))
+        # A line's text as received; a Parquet row or a later duplicate (whose text was not
+        # cached): its landing fields as JSON, nulls written out.
+        as_json = F.to_json(
+            F.struct(*LANDING_PARQUET_SCHEMA.fieldNames()), {"ignoreNullFields": "false"}
+        )
+        rejected = classified.where(F.col("reason").isNotNull()).select(
+            F.coalesce(F.make_valid_utf8("raw"), as_json).alias("raw"),
+            "reason",
+            "source_file",
+            "_block",
+            "_row",
+            "ingested_at",
+        )
+        if files.jsonl:
+            rejected = attach_line_numbers(rejected, classified)
+        else:  # Parquet alone: the row index is the line number, no count per split needed
+            rejected = rejected.withColumn("line_number", F.col("_row") + 1)
+        rejected = rejected.withColumn("event_date", F.lit(day))
         replace_partitions(
             accepted,
             settings.table_path("bronze", "events"),

@@ -17,6 +17,14 @@ Layout (``<landing_root>`` is ``Settings.landing_root``; ``<source>/date=<day>``
     <landing_root>/events/date=2026-01-01/_injected.json     bad-record manifest + the world config, written last
     <landing_root>/titles/date=2026-01-01/titles.jsonl       titles released on or before the day
 
+With ``landing_format="parquet"`` the event part files are ``part-NNNNN.parquet`` instead, with
+the typed schema ``landing_parquet_schema()`` (the JSONL keys; ``event_ts`` a UTC timestamp in
+milliseconds, the numbers doubles), written row group by row group; the good events are the same
+as the JSONL ones of the same seed, at the same row numbers, and the injected rows are the
+``bad_records.PARQUET_BAD_KINDS`` a typed row can carry. The format is how the world is written,
+not part of it: it is an argument of ``generate`` rather than a ``SyntheticConfig`` field, so the
+manifests of one world agree (the evaluation's oracle) whatever format each day was written in.
+
 Run ``python -m pipelines.sources.synthetic --help`` for the command line.
 """
 
@@ -34,8 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.schemas import DEVICES, EVENT_TYPES
-from pipelines.sources.bad_records import BAD_KINDS, plan_injections, render_bad_line
+from pipelines.schemas import DEVICES, EVENT_TYPES, LANDING_EVENT_FIELDS
+from pipelines.sources.bad_records import (
+    BAD_KINDS,
+    PARQUET_BAD_KINDS,
+    plan_injections,
+    render_bad_line,
+    render_bad_record,
+)
 from pipelines.sources.members import COUNTRIES
 from pipelines.sources.oracle import MS_PER_DAY, WORLD_KEY, Oracle, epoch_ms, world_record
 
@@ -45,6 +59,10 @@ TITLES_SOURCE = "titles"
 """Landing source name of the daily catalogue snapshots."""
 MANIFEST_NAME = "_injected.json"
 """Per-day manifest; the leading underscore keeps Spark's file listing from reading it."""
+LANDING_FORMATS: tuple[str, ...] = ("jsonl", "parquet")
+"""Formats ``generate`` writes event part files in (``landing_format``); JSONL is the default."""
+_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet"}
+_PARQUET_ROW_GROUP = 65_536  # rows per Parquet row group: the unit written (and held) at once
 
 _ET = {name: i for i, name in enumerate(EVENT_TYPES)}
 _MAX_IMPRESSIONS = 4  # impressions per play are Poisson, capped so draws per play stay fixed
@@ -135,7 +153,7 @@ class SyntheticConfig:
     list_prob: float = 0.05
     """Chance of an add_to_list of a browsed title before each play."""
     max_events_per_file: int = 250_000
-    """Most lines (good + injected) in one ``part-NNNNN.jsonl``."""
+    """Most lines or rows (good + injected) in one ``part-NNNNN.jsonl`` / ``.parquet``."""
     bad_rate: float = 0.0
     """Share of written lines that are injected bad records (see ``bad_records.BAD_KINDS``)."""
 
@@ -425,16 +443,72 @@ def simulate(config: SyntheticConfig, oracle: Oracle | None = None) -> Iterator[
         day += 1
 
 
+def landing_parquet_schema():
+    """The ``pyarrow`` schema of a Parquet landing event file: the JSONL keys, typed, all nullable.
+
+    ``event_ts`` is a UTC timestamp (milliseconds, like the JSONL's ISO strings); the numbers
+    are doubles, as in ``bronze/events``. Nullable, so a missing field is a null the ingestion
+    rules reject, as a missing JSON key is.
+    """
+    import pyarrow as pa
+
+    types = {
+        "event_ts": pa.timestamp("ms", tz="UTC"),
+        "watch_seconds": pa.float64(),
+        "position_seconds": pa.float64(),
+        "rating": pa.float64(),
+    }
+    return pa.schema([pa.field(n, types.get(n, pa.string())) for n in LANDING_EVENT_FIELDS])
+
+
 class _LineFormatter:
-    """Turns event rows into JSON lines with f-strings over precomputed pieces (no json.dumps)."""
+    """Turns event rows into JSON lines with f-strings over precomputed pieces (no json.dumps),
+    or into Arrow tables of ``landing_parquet_schema`` with vectorised takes."""
 
     def __init__(self, oracle: Oracle) -> None:
         self.users = np.asarray(oracle.members.user_ids, dtype=object)
+        self.member_country = oracle.members.country
         self.countries = np.asarray(COUNTRIES, dtype=object)[oracle.members.country]
         self.titles = np.asarray(oracle.catalogue.title_ids, dtype=object)
         self.types = np.asarray(EVENT_TYPES, dtype=object)
         self.devices = np.asarray(DEVICES, dtype=object)
         self.ratings = np.asarray(["null", "1", "2", "3", "4", "5"], dtype=object)
+        self._arrow: dict[str, object] | None = None
+
+    def table(self, events: DayEvents, idx: np.ndarray):
+        """A ``pyarrow.Table`` (``landing_parquet_schema``) of the events at positions ``idx``."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._arrow is None:
+            self._arrow = {
+                "users": pa.array(self.users.tolist(), pa.string()),
+                "countries": pa.array(list(COUNTRIES), pa.string()),
+                "titles": pa.array(self.titles.tolist(), pa.string()),
+                "types": pa.array(list(EVENT_TYPES), pa.string()),
+                "devices": pa.array(list(DEVICES), pa.string()),
+            }
+        a = self._arrow
+        idx = np.asarray(idx, dtype=np.int64)
+        user = events.user[idx]
+        watch = events.watch_seconds[idx]
+        position = events.position_seconds[idx]
+        rating = events.rating[idx]
+        columns = {
+            "event_id": pc.binary_join_element_wise(
+                f"e{events.day}-", pc.cast(pa.array(idx), pa.string()), ""
+            ),
+            "user_id": a["users"].take(user),
+            "title_id": a["titles"].take(events.title[idx]),
+            "event_type": a["types"].take(events.event_type[idx]),
+            "event_ts": pa.array(events.ts_ms[idx], pa.timestamp("ms", tz="UTC")),
+            "watch_seconds": pa.array(watch, pa.float64(), mask=np.isnan(watch)),
+            "position_seconds": pa.array(position, pa.float64(), mask=np.isnan(position)),
+            "rating": pa.array(rating.astype(np.float64), pa.float64(), mask=rating == 0),
+            "device": a["devices"].take(events.device[idx]),
+            "country": a["countries"].take(self.member_country[user]),
+        }
+        return pa.table(columns, schema=landing_parquet_schema())
 
     @staticmethod
     def _numbers(values: np.ndarray) -> list[str]:
@@ -528,11 +602,15 @@ def _write_events_day(
     folder: Path,
     formatter: _LineFormatter,
     day: date,
+    landing_format: str = "jsonl",
 ) -> tuple[list[str], dict[str, list[dict[str, object]]], dict[str, dict[str, int]]]:
     """Write one day's part files with bad records injected; return files, injections, totals."""
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 2, events.day]))
+    jsonl = landing_format == "jsonl"
+    kinds = BAD_KINDS if jsonl else PARQUET_BAD_KINDS
+    suffix = _SUFFIX[landing_format]
     n_good = len(events)
-    plan = plan_injections(rng, n_good, config.bad_rate)
+    plan = plan_injections(rng, n_good, config.bad_rate, kinds)
     n_lines = n_good + len(plan.slots)
     per_file = config.max_events_per_file
     n_files = max(1, math.ceil(n_lines / per_file))
@@ -542,15 +620,22 @@ def _write_events_day(
     good_pos = np.flatnonzero(~is_bad)
 
     def where(pos: int) -> dict[str, object]:
-        return {"file": f"part-{pos // per_file:05d}.jsonl", "line": pos % per_file + 1}
+        return {"file": f"part-{pos // per_file:05d}{suffix}", "line": pos % per_file + 1}
 
-    bad_bytes: dict[int, bytes] = {}
-    injected: dict[str, list[dict[str, object]]] = {kind: [] for kind in BAD_KINDS}
+    # slot -> the injected line (JSONL bytes) or row (a typed record, Parquet)
+    bad_lines: dict[int, bytes] = {}
+    bad_rows: dict[int, dict[str, object]] = {}
+    injected: dict[str, list[dict[str, object]]] = {kind: [] for kind in kinds}
     for n, (slot, kind, source) in enumerate(
         zip(plan.slots.tolist(), plan.kinds, plan.sources.tolist(), strict=True)
     ):
-        source_line = formatter.lines(events, np.array([source]))[0]
-        bad_bytes[slot] = render_bad_line(kind, source_line, f"e{events.day}-x{n}", day, rng)
+        fresh_id = f"e{events.day}-x{n}"
+        if jsonl:
+            source_line = formatter.lines(events, np.array([source]))[0]
+            bad_lines[slot] = render_bad_line(kind, source_line, fresh_id, day, rng)
+        else:
+            record = formatter.table(events, np.array([source])).to_pylist()[0]
+            bad_rows[slot] = render_bad_record(kind, record, fresh_id, day, rng)
         entry = where(slot)
         if kind in ("duplicate_event_id", "duplicate_line"):
             entry["duplicate_of"] = where(int(good_pos[source]))
@@ -560,33 +645,87 @@ def _write_events_day(
     totals: dict[str, dict[str, int]] = {}
     for k in range(n_files):
         lo, hi = k * per_file, min((k + 1) * per_file, n_lines)
-        chunks: list[bytes] = []
-        bad_here = [s for s in plan.slots.tolist() if lo <= s < hi]
-        cursor = lo
-        for stop in [*bad_here, hi]:
-            # Good lines between two bad slots are formatted and encoded in one go.
-            good = np.flatnonzero(~is_bad[cursor:stop]) + cursor
-            if len(good):
-                first = np.searchsorted(good_pos, good[0])
-                chunks.append(
-                    "".join(formatter.lines(events, np.arange(first, first + len(good)))).encode()
-                )
-            if stop < hi:
-                chunks.append(bad_bytes[stop])
-            cursor = stop + 1
-        name = f"part-{k:05d}.jsonl"
-        _write_atomic(folder / name, b"".join(chunks))
+        n_bad_here = int(is_bad[lo:hi].sum())
+        name = f"part-{k:05d}{suffix}"
+        if jsonl:
+            _write_jsonl_part(folder / name, events, formatter, lo, hi, is_bad, good_pos, bad_lines)
+        else:
+            _write_parquet_part(
+                folder / name, events, formatter, lo, hi, is_bad, good_pos, bad_rows
+            )
         files.append(str(folder / name))
-        totals[name] = {
-            "lines": hi - lo,
-            "good": hi - lo - len(bad_here),
-            "injected": len(bad_here),
-        }
-    # A rerun with fewer shards must not leave stale parts behind.
-    for stale in folder.glob("part-*.jsonl"):
+        totals[name] = {"lines": hi - lo, "good": hi - lo - n_bad_here, "injected": n_bad_here}
+    # A rerun with fewer shards, or in the other format, must not leave stale parts behind.
+    for stale in [*folder.glob("part-*.jsonl"), *folder.glob("part-*.parquet")]:
         if str(stale) not in files:
             stale.unlink()
     return files, injected, totals
+
+
+def _write_jsonl_part(
+    path: Path,
+    events: DayEvents,
+    formatter: _LineFormatter,
+    lo: int,
+    hi: int,
+    is_bad: np.ndarray,
+    good_pos: np.ndarray,
+    bad_lines: dict[int, bytes],
+) -> None:
+    """Write lines ``[lo, hi)`` of the day (good events and the injected lines between them)."""
+    chunks: list[bytes] = []
+    cursor = lo
+    for stop in [*(np.flatnonzero(is_bad[lo:hi]) + lo).tolist(), hi]:
+        # Good lines between two bad slots are formatted and encoded in one go.
+        good = np.flatnonzero(~is_bad[cursor:stop]) + cursor
+        if len(good):
+            first = np.searchsorted(good_pos, good[0])
+            chunks.append(
+                "".join(formatter.lines(events, np.arange(first, first + len(good)))).encode()
+            )
+        if stop < hi:
+            chunks.append(bad_lines[stop])
+        cursor = stop + 1
+    _write_atomic(path, b"".join(chunks))
+
+
+def _write_parquet_part(
+    path: Path,
+    events: DayEvents,
+    formatter: _LineFormatter,
+    lo: int,
+    hi: int,
+    is_bad: np.ndarray,
+    good_pos: np.ndarray,
+    bad_rows: dict[int, dict[str, object]],
+) -> None:
+    """Write rows ``[lo, hi)`` of the day as a Parquet file, one row group at a time.
+
+    Only one row group (``_PARQUET_ROW_GROUP`` rows) is built in memory at once; the file is
+    written under a hidden temporary name and renamed when complete, as the JSONL parts are.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = landing_parquet_schema()
+    tmp = path.with_name(f".{path.name}.tmp")
+    with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
+        for a in range(lo, hi, _PARQUET_ROW_GROUP):
+            b = min(a + _PARQUET_ROW_GROUP, hi)
+            bad = is_bad[a:b]
+            good = np.flatnonzero(~bad) + a
+            first = int(np.searchsorted(good_pos, good[0])) if len(good) else 0
+            table = formatter.table(events, np.arange(first, first + len(good)))
+            if bad.any():
+                slots = (np.flatnonzero(bad) + a).tolist()
+                injected = pa.Table.from_pylist([bad_rows[s] for s in slots], schema=schema)
+                # Row i of the group: the next good event, or the next injected row.
+                order = np.empty(b - a, dtype=np.int64)
+                order[~bad] = np.arange(len(good))
+                order[bad] = len(good) + np.arange(len(slots))
+                table = pa.concat_tables([table, injected]).take(order)
+            writer.write_table(table, row_group_size=b - a)
+    os.replace(tmp, path)
 
 
 def generate(
@@ -596,14 +735,18 @@ def generate(
     days: int | None = None,
     *,
     progress: bool = False,
+    landing_format: str = "jsonl",
 ) -> GenerationSummary:
     """Write the landing folders of days ``[start_date, start_date + days)``.
 
     Defaults to the whole simulated period (``config.start_date``, ``config.days``). Days
     before ``start_date`` are simulated but not written, so generating one day at a time (a
     daily partition) gives the same bytes as generating the whole range at once. Days after the
-    period are allowed (no new releases then).
+    period are allowed (no new releases then). ``landing_format`` (``LANDING_FORMATS``) is the
+    event files' format: ``jsonl`` lines or typed ``parquet`` rows, the same events either way.
     """
+    if landing_format not in LANDING_FORMATS:
+        raise ValueError(f"landing_format must be one of {LANDING_FORMATS}, got {landing_format!r}")
     start_date = start_date or config.start_date
     days = config.days if days is None else days
     first = (start_date - config.start_date).days
@@ -626,7 +769,7 @@ def generate(
         bar = tqdm(total=first + days, unit="day", desc="synthetic events")
     for events in simulate(config, oracle):
         if events.day >= first:
-            summaries.append(_write_day(config, oracle, formatter, events, root))
+            summaries.append(_write_day(config, oracle, formatter, events, root, landing_format))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(events=sum(s.events for s in summaries))
@@ -643,6 +786,7 @@ def _write_day(
     formatter: _LineFormatter,
     events: DayEvents,
     root: Path,
+    landing_format: str = "jsonl",
 ) -> DaySummary:
     day = config.start_date + timedelta(days=events.day)
     events_folder = root / EVENTS_SOURCE / f"date={day.isoformat()}"
@@ -657,13 +801,17 @@ def _write_day(
         "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode(),
     )
 
-    files, injected, totals = _write_events_day(config, events, events_folder, formatter, day)
+    files, injected, totals = _write_events_day(
+        config, events, events_folder, formatter, day, landing_format
+    )
     manifest = {
         "date": day.isoformat(),
         "seed": config.seed,
         "bad_rate": config.bad_rate,
         # The whole config: an evaluator rebuilds the oracle of this world from it.
         WORLD_KEY: world_record(config),
+        "landing_format": landing_format,
+        # JSONL: line in the file; Parquet: row index in the file (what bronze's line_number says).
         "line_numbers": "1-based",
         "files": totals,
         "injected": injected,
@@ -738,6 +886,13 @@ def main(argv: list[str] | None = None) -> GenerationSummary:
         "--target-events", type=int, help="scale the number of members to write about N events"
     )
     parser.add_argument("--max-events-per-file", type=int, help="lines per part file")
+    parser.add_argument(
+        "--landing-format",
+        choices=LANDING_FORMATS,
+        default="jsonl",
+        help="event part files: JSON lines (default) or typed Parquet (same events, faster to "
+        "ingest; bad records limited to what typed rows can carry)",
+    )
     args = parser.parse_args(argv)
 
     config = PRESETS[args.preset]
@@ -753,12 +908,20 @@ def main(argv: list[str] | None = None) -> GenerationSummary:
         config = scale_to_target_events(config, args.target_events)
     landing_root = args.landing_root or Settings.from_env().landing_root
     if args.only_date is not None:
-        summary = generate(config, landing_root, args.only_date, 1, progress=True)
+        summary = generate(
+            config,
+            landing_root,
+            args.only_date,
+            1,
+            progress=True,
+            landing_format=args.landing_format,
+        )
     else:
-        summary = generate(config, landing_root, progress=True)
+        summary = generate(config, landing_root, progress=True, landing_format=args.landing_format)
     print(
         f"wrote {summary.events:,} events + {summary.injected:,} injected bad lines over "
-        f"{len(summary.days)} day(s) to {landing_root} in {summary.seconds:.1f} s "
+        f"{len(summary.days)} day(s) to {landing_root} ({args.landing_format}) in "
+        f"{summary.seconds:.1f} s "
         f"({summary.events_per_second:,.0f} lines/s; {config.n_members:,} members, "
         f"{config.n_titles:,} titles, seed {config.seed})"
     )

@@ -89,6 +89,12 @@ def test_every_bad_record_is_kept_with_its_reason_and_line(spark, settings):
     }
     want = {(i + 1, reason) for i, (_, reason) in enumerate(BAD_FILE) if reason is not None}
     assert got == want
+    # Every rejected line keeps its text; a later duplicate (not cached as text) its fields as JSON.
+    raws = {row["line_number"]: row["raw"] for row in rejected.collect()}
+    assert all(raw is not None for raw in raws.values())
+    assert raws[2] == BAD_FILE[1][0].decode().rstrip("\n")
+    duplicate = json.loads(raws[9])
+    assert (duplicate["event_id"], duplicate["event_type"]) == ("good-2", "play_stop")
 
     accepted = read_partitions(spark, settings.table_path("bronze", "events"), DAY)
     ids = sorted(row["event_id"] for row in accepted.select("event_id").collect())
