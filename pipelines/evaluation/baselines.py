@@ -2,8 +2,9 @@
 
 Most-popular ranks titles by how often they were watched in a recent window of training
 interactions; it is the floor a sequential model has to clear by a wide margin.
-Most-popular-among-new puts the titles released after a temporal split's cut-off first: the
-floor of cold-start recall. ALS is Spark's implicit-feedback matrix factorisation (Hu, Koren &
+Most-popular-among-new puts the titles released after a temporal split's cut-off first, in a
+seeded random order (nothing else is known about them at the cut-off): the floor of cold-start
+recall. ALS is Spark's implicit-feedback matrix factorisation (Hu, Koren &
 Volinsky, "Collaborative Filtering for Implicit Feedback Datasets", ICDM 2008), fitted on a
 split's training interactions.
 
@@ -74,16 +75,20 @@ class MostPopularNew:
     """Most-popular with every new title ahead of every older one: the cold-start baseline.
 
     "New" is the temporal split's ``new_items`` (released at or after the cut-off, which the
-    catalogue knows at prediction time). New titles come first, by their training-window count
-    (zero for titles nobody could watch before release: those tie, and ties count against the
-    target), then every other title by its count. With fewer unseen new titles than a cut-off K,
-    every new-title target is in its top K by construction.
+    catalogue knows at prediction time). New titles come first in a random order fixed by
+    ``seed``, then every other title by its training-window count. A new title has no
+    interactions before the cut-off and its popularity after it is the future, so nothing known
+    orders the new titles: counting them all as tied would put every new-title target below
+    all of them (ties count against the target) and give recall@K = 0 as soon as more than K
+    titles are new. A random order gives its expected recall, about K / (new titles); with
+    fewer unseen new titles than K, every new-title target is in its top K by construction.
     """
 
     name = "most_popular_new"
 
-    def __init__(self, config: MostPopularConfig = MostPopularConfig()) -> None:
+    def __init__(self, config: MostPopularConfig = MostPopularConfig(), seed: int = 0) -> None:
         self._popular = MostPopular(config)
+        self._seed = seed  # fixes the order of the new titles
         self._scores: np.ndarray | None = None  # (n_items,) float32
 
     def fit(self, split: LeaveOneOutSplit | TemporalSplit) -> None:
@@ -91,8 +96,12 @@ class MostPopularNew:
             raise ValueError("most-popular-among-new needs a temporal split (its new titles)")
         self._popular.fit(split)
         counts = self._popular.score([np.zeros(0, dtype=np.int64)])[0]  # (n_items,)
-        lift = np.float32(counts.max() + 1.0)
-        self._scores = counts + lift * split.new_items.astype(np.float32)
+        new = np.flatnonzero(split.new_items)
+        order = np.random.default_rng(self._seed).permutation(len(new))  # (n_new,)
+        scores = counts.astype(np.float64)
+        # Above every count, each new title at its own place in the random order.
+        scores[new] = counts.max() + 1.0 + order
+        self._scores = scores.astype(np.float32)
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         if self._scores is None:

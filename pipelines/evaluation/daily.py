@@ -215,7 +215,8 @@ class PretrainedFoundation:
     ``FoundationRecommender.from_pretrained`` finds a history's features by its titles alone,
     which fails when two members have the same titles with other features (at demo scale many
     one-title histories do); scored by member there is nothing to guess. Scores are the model's
-    own ``recommend`` over the whole catalogue, so evaluation ranks what the model serves.
+    own ``recommend`` over the whole catalogue at the member's decision time (the first target's,
+    which sets every title's freshness), so evaluation ranks what the model serves.
     """
 
     def __init__(
@@ -252,7 +253,8 @@ class PretrainedFoundation:
             tokens[1:, b, : len(history)] = self.features.prefix(user, len(prefix), history)
         batch = SequenceBatch(*torch.from_numpy(tokens).unbind(0))
         n = self.model.num_titles
-        ids, values = self.model.recommend(batch, k=n, exclude_seen=False)  # (B, N) each
+        when = torch.from_numpy(np.asarray(at_ts, dtype=np.int64))  # (B,) the request times
+        ids, values = self.model.recommend(batch, k=n, exclude_seen=False, request_times=when)
         scores = torch.empty((len(users), n)).scatter_(1, ids, values)  # (B, N) by title index
         return scores[:, torch.from_numpy(self.item_to_title)].numpy()  # (B, n_items)
 

@@ -7,12 +7,16 @@ leave-one-out second-to-last item, or each member's last training token for a te
 the test targets are never looked at. As in SASRec, the model is not refitted after selection:
 the test history already ends with the validation item, which the model reads as input.
 
-``score`` receives item arrays only (the ``Recommender`` protocol), but the full model also reads
-each token's features (the action, for MovieLens the rating bucket). ``TokenFeatures`` carries
-those features aligned with the unsplit interactions; because every split's training rows and
-evaluation histories are a prefix of a member's chronological rows, ``fit`` looks up the
-features of each evaluated history once and ``score`` finds them again by the history's exact
-content. A history ``fit`` did not see raises instead of being scored with invented features.
+The full model also reads each token's features (the action, for MovieLens the rating bucket)
+and the moment of the request (its freshness bias), so it is scored as a ``MemberRecommender``:
+``score_members`` gets each member, history and decision time, and takes that member's own
+features. ``score`` receives item arrays only (the ``Recommender`` protocol) and scores without
+a request time. ``TokenFeatures`` carries those features aligned with the unsplit interactions;
+because every split's training rows and evaluation histories are a prefix of a member's
+chronological rows, ``score_members`` finds a member's features by position, and ``fit`` looks
+up the features of each evaluated history once so that ``score`` finds them again by the
+history's exact content. A history ``fit`` did not see raises instead of being scored with
+invented features.
 ``from_pretrained`` wraps an already trained model (the registered ``models/foundation``
 version) instead of training one, for the ``eval/report`` asset.
 """
@@ -136,7 +140,9 @@ class FoundationFitConfig:
     model_overrides: Mapping[str, Any] = field(default_factory=dict)  # FoundationConfig fields
     train_preset: str = "demo"  # TrainConfig preset (pipelines.training.loop.TRAIN_PRESETS)
     train_overrides: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields
-    train_minutes: float | None = None  # wall-clock budget: sets max_steps from timed steps
+    # CPU-time budget (time.process_time, all of this process's threads summed): sets
+    # max_steps from timed steps, so a loaded machine slows the run but does not shorten it.
+    train_minutes: float | None = None
     calibration_steps: int = 10  # steps timed on a throwaway copy to turn minutes into steps
     seed: int = 0  # model init, data order and every RNG of the run
 
@@ -144,10 +150,11 @@ class FoundationFitConfig:
 SASREC_OVERRIDES: dict[str, Any] = {
     "use_token_features": False,
     "use_metadata": False,
+    "freshness_buckets": 0,
     "mtp_n": 0,
     "genre_weight": 0.0,
 }
-"""The SASRec ablation: titles and positions only, next-title loss only."""
+"""The SASRec ablation: titles and positions only, next-title loss only (no freshness bias)."""
 
 FIT_PRESETS: dict[str, FoundationFitConfig] = {
     # Seconds: unit tests on planted data.
@@ -165,11 +172,21 @@ FIT_PRESETS: dict[str, FoundationFitConfig] = {
     # MovieLens on 2 CPU cores: SASRec's ml-100k shape (2 blocks, history 200), full softmax,
     # validated every 100 steps; give it a budget with train_minutes. No multi-token
     # prediction: its second full softmax costs ~40% of a CPU step and, at equal steps, did
-    # not lower the validation loss on ml-100k (at weight 0.5 it raised it).
+    # not lower the validation loss on ml-100k (at weight 0.5 it raised it). No title metadata
+    # (so no genre head): on ml-100k's validation items, 3 CPU minutes, it raised the
+    # next-title loss (6.145 -> 6.178 with the genre head, 6.195 without) and lowered NDCG@10;
+    # the rating actions alone lowered it below the ablation's (6.149). Leave-one-out
+    # MovieLens has almost no cold-start titles for metadata to help with.
     "cpu": FoundationFitConfig(
         model_preset="demo",
         train_preset="demo",
-        model_overrides={"dropout": 0.2, "window_stride": 200, "mtp_n": 0, "genre_weight": 0.1},
+        model_overrides={
+            "dropout": 0.2,
+            "window_stride": 200,
+            "mtp_n": 0,
+            "use_metadata": False,
+            "genre_weight": 0.0,
+        },
         train_overrides={
             "max_epochs": 200,
             "batch_size": 128,
@@ -209,7 +226,8 @@ class FoundationRecommender:
         self.model: FoundationModel | None = None
         self.train_result: TrainResult | None = None
         self.loss_history: list[float] = []  # training loss per step, for the report's plot
-        self.fit_seconds = 0.0
+        self.fit_seconds = 0.0  # wall-clock
+        self.fit_cpu_seconds = 0.0  # CPU time of this process (what train_minutes budgets)
         self._pretrained = False  # wraps a trained model: fit only learns the split's histories
         self._item_to_title: np.ndarray | None = None  # (n_items,) model title index per item
         self._history_features: dict[bytes, np.ndarray | None] = {}  # None: ambiguous owner
@@ -235,7 +253,7 @@ class FoundationRecommender:
         if self._pretrained:
             self._remember_histories(split)
             return
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         train_seqs, val_seqs = self._sequences(split)
         model_config, train_config = self._configs(split, train_seqs)
         data = WindowDataset(train_seqs, model_config.max_len, model_config.window_stride)
@@ -259,6 +277,7 @@ class FoundationRecommender:
         self._item_to_title = np.arange(split.n_items, dtype=np.int64)
         self._remember_histories(split)
         self.fit_seconds = time.perf_counter() - started
+        self.fit_cpu_seconds = time.process_time() - started_cpu
 
     def _configs(
         self, split: LeaveOneOutSplit | TemporalSplit, train_seqs: UserSequences
@@ -310,12 +329,17 @@ class FoundationRecommender:
         train_config: TrainConfig,
         data: WindowDataset,
     ) -> int:
-        """Optimizer steps that fit ``train_minutes``, timed on a throwaway copy of the model."""
+        """Optimizer steps that fit ``train_minutes`` of CPU time, timed on a throwaway copy.
+
+        CPU time of this process (``time.process_time``), not wall-clock: other processes on a
+        shared machine then cost the run wall time, never steps. With one torch thread the
+        budget is that many minutes of one-thread CPU training.
+        """
         n = self.config.calibration_steps
         probe = replace(train_config, max_steps=n, eval_every=0, early_stopping_patience=0)
-        started = time.perf_counter()
+        started = time.process_time()
         train(self._build(split, model_config), pretraining_loss, data, probe, collate_windows)
-        per_step = (time.perf_counter() - started) / n
+        per_step = (time.process_time() - started) / n
         # Validation passes and the calibration itself also spend the budget; keep 15% for them.
         budget = self.config.train_minutes * 60 * 0.85 - per_step * n
         return max(int(budget / per_step), 1)
@@ -337,15 +361,21 @@ class FoundationRecommender:
         users = np.flatnonzero(lengths)
         offsets = np.r_[0, np.cumsum(lengths[users])].astype(np.int64)
         rows = np.concatenate([np.arange(bounds[u], bounds[u + 1]) for u in users])
-        train_seqs = UserSequences([str(u) for u in users], offsets, columns[:, rows])
+        train_seqs = UserSequences(
+            [str(u) for u in users], offsets, columns[:, rows], train.ts[rows].astype(np.int64)
+        )
         if isinstance(split, LeaveOneOutSplit):
             return train_seqs, self._with_targets(split.validation)
         # A temporal split has no validation targets: hold out each member's last training token.
         return split_last_token(train_seqs)
 
     def _with_targets(self, eval_set: EvalSet) -> UserSequences:
-        """Each evaluated history with its (first) target appended: LastTokenDataset's input."""
-        pieces, lengths = [], []
+        """Each evaluated history with its (first) target appended: LastTokenDataset's input.
+
+        Every token carries the target's time: the loss reads times only at the target (its
+        freshness), and an eval set keeps no times for the history's own tokens.
+        """
+        pieces, lengths, times = [], [], []
         for i, history in enumerate(eval_set.histories):
             tokens = np.zeros((1 + FEATURE_ROWS, len(history) + 1), dtype=np.int64)
             tokens[0, :-1] = history
@@ -354,9 +384,10 @@ class FoundationRecommender:
             tokens[1, -1] = NEUTRAL_ACTION  # the target's own features are never inputs
             pieces.append(tokens)
             lengths.append(tokens.shape[1])
+            times.append(np.full(tokens.shape[1], eval_set.target_ts[i, 0], dtype=np.int64))
         offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
         users = [str(u) for u in eval_set.users]
-        return UserSequences(users, offsets, np.concatenate(pieces, axis=1))
+        return UserSequences(users, offsets, np.concatenate(pieces, axis=1), np.concatenate(times))
 
     def _features_for(self, eval_set: EvalSet, i: int) -> np.ndarray:
         history = eval_set.histories[i]
@@ -385,17 +416,50 @@ class FoundationRecommender:
     # -------------------------------------------------------------------------------- score
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        """Scores without a request time, so without the model's freshness bias."""
+        return self._scores(self._batch(histories), None)
+
+    def score_members(
+        self,
+        users: np.ndarray,
+        histories: list[np.ndarray],
+        seen: list[np.ndarray],
+        at_ts: np.ndarray,
+    ) -> np.ndarray:
+        """Scores at each member's decision time ``at_ts`` (the freshness bias), with that
+        member's own token features (``TokenFeatures.prefix``: no guessing by titles)."""
+        if self.features is None:
+            batch = self._batch(histories)
+        else:
+            batch = self._member_batch(users, histories, seen)
+        return self._scores(batch, torch.from_numpy(np.asarray(at_ts, dtype=np.int64)))
+
+    def _scores(self, batch: SequenceBatch, request_times: torch.Tensor | None) -> np.ndarray:
         if self.model is None or self._item_to_title is None:
             raise RuntimeError("call fit before score")
-        batch = self._batch(histories)
         model = self.model
         with torch.no_grad():
             window = batch.latest(model.config.max_len)  # (B, W)
             titles = model.title_embeddings()  # (N, D)
             hidden = model.hidden_states(window, titles)  # (B, W, D)
             last = hidden[torch.arange(len(window)), window.lengths - 1]  # (B, D)
-            scores = last @ titles.T  # (B, N)
+            scores = model.title_logits(last, titles, request_times)  # (B, N)
         return scores[:, torch.from_numpy(self._item_to_title)].numpy()  # (B, n_items)
+
+    def _member_batch(
+        self, users: np.ndarray, histories: list[np.ndarray], seen: list[np.ndarray]
+    ) -> SequenceBatch:
+        if any(len(h) == 0 for h in histories):
+            raise ValueError(f"{self.name} cannot score an empty history")
+        width = max(len(h) for h in histories)
+        tokens = np.zeros((1 + FEATURE_ROWS, len(histories), width), dtype=np.int64)
+        tokens[0] = -1  # PAD_INDEX
+        for b, (user, history, prefix) in enumerate(
+            zip(users.tolist(), histories, seen, strict=True)
+        ):
+            tokens[0, b, : len(history)] = self._item_to_title[history]
+            tokens[1:, b, : len(history)] = self.features.prefix(user, len(prefix), history)
+        return SequenceBatch(*torch.from_numpy(tokens).unbind(0))
 
     def _batch(self, histories: Sequence[np.ndarray]) -> SequenceBatch:
         if any(len(h) == 0 for h in histories):

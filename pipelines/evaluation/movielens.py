@@ -188,8 +188,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--train-minutes",
         type=float,
         default=None,
-        help="wall-clock training budget of foundation and sasrec, each (default: the preset's "
-        "epochs with early stopping)",
+        help="training budget of foundation and sasrec, each, in minutes of CPU time of this "
+        "process (time.process_time: all its threads summed, so with --threads 1 it is minutes "
+        "of one-thread CPU; other load on the machine costs wall time, not steps; default: the "
+        "preset's epochs with early stopping)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args(argv)

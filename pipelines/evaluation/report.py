@@ -83,7 +83,9 @@ def quality_bars(
 
     A bar whose reference model or metric is missing (no oracle off synthetic data, no cold-start
     target) gets ratio NaN and a note saying why, never a ratio of 0. A zero reference gives an
-    infinite ratio when the model's metric is positive.
+    infinite ratio when the model's metric is positive. Every metric here is at most 1, so a bar
+    whose threshold x reference exceeds 1 cannot pass: it still says FAIL, and the note says
+    that no model could have passed it.
     """
     if model not in table.index:
         raise ValueError(f"model {model!r} is not in the metrics table ({list(table.index)})")
@@ -104,6 +106,11 @@ def quality_bars(
                 ratio, note = np.inf, f"{bar.reference} scores 0"
             else:
                 note = f"{model} and {bar.reference} both score 0"
+        if not note and bar.threshold * reference > 1:
+            note = (
+                f"unattainable: {bar.threshold:g} x {bar.reference}'s {reference:.3f} is above 1, "
+                f"the most {bar.metric} can be"
+            )
         rows[bar.name] = {
             "value": value,
             "reference": bar.reference,

@@ -36,6 +36,11 @@ class SequenceBatch:
     hours: torch.Tensor  # (B, T) int64: hour of day 0..23 (UTC)
     weekdays: torch.Tensor  # (B, T) int64: weekday 0..6, Monday = 0
     targets: torch.Tensor | None = None  # (B, T) int64: next title index, PAD_INDEX = no loss
+    # When things happened, for the model's freshness bias (a title's age at the request).
+    # None: unknown, and the model scores without freshness. 0 at padding.
+    times: torch.Tensor | None = None  # (B, T) int64: unix seconds of each token
+    target_times: torch.Tensor | None = None  # (B, T) int64: unix seconds of each target, i.e.
+    # when the next title was chosen (the request it answers); 0 where there is no target
 
     def __post_init__(self) -> None:
         shape = self.titles.shape
@@ -89,7 +94,8 @@ class SequenceBatch:
     def latest(self, window: int) -> SequenceBatch:
         """Each row's newest ``window`` tokens, still right-padded; (B, min(T, window)).
 
-        Targets are dropped: this is the view inference takes of a longer history.
+        Targets (and their times) are dropped: this is the view inference takes of a longer
+        history; token times are kept.
         """
         width = min(self.titles.shape[1], window)
         lengths = self.lengths  # (B,)
@@ -109,4 +115,14 @@ class SequenceBatch:
             devices=take(self.devices, 0),
             hours=take(self.hours, 0),
             weekdays=take(self.weekdays, 0),
+            times=None if self.times is None else take(self.times, 0),
         )
+
+    @property
+    def last_times(self) -> torch.Tensor | None:
+        """(B,) int64 unix seconds of each row's newest token, the default request time; None
+        when the batch carries no times."""
+        if self.times is None:
+            return None
+        rows = torch.arange(len(self), device=self.times.device)
+        return self.times[rows, (self.lengths - 1).clamp(min=0)]

@@ -1,10 +1,19 @@
 """The reelfm foundation model: a decoder-only transformer over a member's interaction tokens.
 
 One file, read top to bottom: title embeddings (id + metadata, mixed by a learned age gate, so a
-title never trained on still has an embedding), the token embedding (title + token features +
-position), pre-norm causal blocks on ``F.scaled_dot_product_attention``, the objectives
-(next-title softmax, full or sampled with logQ correction; multi-token prediction; next-genre
-BCE), and inference (``recommend`` and a KV cache that appends one event in one step).
+title never trained on still has an embedding; in training a share of titles is embedded from
+metadata alone so that path learns to stand in for an id), the token embedding (title + token
+features + position), pre-norm causal blocks on ``F.scaled_dot_product_attention``, the
+objectives (next-title softmax, full or sampled with logQ correction; multi-token prediction;
+next-genre BCE), a freshness bias on the next-title logits by each title's age at the request,
+and inference (``recommend`` and a KV cache that appends one event in one step).
+
+Freshness: how new a title is at the moment of a request is not in any embedding (a title's age
+changes every day, and a title released after training has no interactions at all), so the
+logits get a learned bias per log2 bucket of (request time - release date). In training the
+request time of each position is its target's time (when the member chose), at inference the
+time passed to ``recommend`` (default: the newest token's). Only titles young at some request of
+the batch are looked up, so the cost is (positions x young titles), not the whole catalogue.
 
 Everything works in title-index space ``0..num_titles-1`` (``token_id - FIRST_TITLE_ID`` of the
 tokenizer). Input and output title embeddings are the same tensor, so a cold-start title is both
@@ -34,6 +43,12 @@ from pipelines.models.config import (
     TOKEN_FEATURES,
     FoundationConfig,
 )
+from pipelines.models.metadata import release_days
+
+FRESHNESS_SCALE = 10.0
+"""The freshness bias is stored divided by this: AdamW moves a parameter by about the learning
+rate per step whatever its gradient, and a logit bias has to travel units, not hundredths (at
+lr 2e-3 a few hundred steps would move it by < 0.5)."""
 
 # ---------------------------------------------------------------------------------------------
 # Transformer blocks
@@ -163,6 +178,7 @@ class KVCache:
     lengths: torch.Tensor  # (B,) int64: tokens held per row
     hidden: torch.Tensor  # (B, D) float: final hidden state of each row's newest token
     seen: torch.Tensor  # (B, N) bool: titles anywhere in the history (for exclude_seen)
+    last_times: torch.Tensor | None  # (B,) int64 unix seconds of each row's newest token
     titles: torch.Tensor  # (N, D) float: title embeddings at init_cache (stale if metadata changes)
 
 
@@ -207,6 +223,9 @@ class FoundationModel(PreTrainedModel):
             # interactions behind their id embedding, can lean on it more; learned from data.
             self.gate_bias = nn.Parameter(torch.zeros(()))
             self.gate_slope = nn.Parameter(torch.zeros(()))
+        if config.active_freshness_buckets > 0:
+            # One logit bias per age bucket; titles past the last bucket keep 0.
+            self.freshness_bias = nn.Parameter(torch.zeros(config.active_freshness_buckets))
         self.embedding_norm = nn.LayerNorm(D)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
@@ -242,6 +261,8 @@ class FoundationModel(PreTrainedModel):
             gate = module.config.id_gate_init
             init.constant_(module.gate_bias, math.log(gate / (1 - gate)))  # sigmoid^-1(gate)
             init.zeros_(module.gate_slope)
+        if module.config.active_freshness_buckets > 0:
+            init.zeros_(module.freshness_bias)
 
     # ----------------------------------------------------------------------------- catalogue
 
@@ -311,6 +332,9 @@ class FoundationModel(PreTrainedModel):
 
         gate * id_embedding + (1 - gate) * proj(metadata), gate = sigmoid(a + b*log1p(age))
         for trained titles and 0 for untrained ones; the id embedding alone without metadata.
+        In training, each title younger than ``config.cold_title_max_age_days`` at the cut-off is
+        also embedded from metadata alone with probability ``config.cold_title_rate`` (redrawn
+        every call).
         """
         emb = self.title_id_embedding.weight  # (N, D)
         if not self.config.use_metadata:
@@ -322,8 +346,53 @@ class FoundationModel(PreTrainedModel):
             )
         meta = self.metadata_proj(self.title_features)  # (N, D)
         gate = torch.sigmoid(self.gate_bias + self.gate_slope * torch.log1p(self.title_age_days))
-        gate = (gate * self.title_trained).unsqueeze(1)  # (N, 1)
+        warm = self.title_trained
+        if self.training and self.config.cold_title_rate > 0:
+            cold = torch.rand(warm.shape, device=warm.device) < self.config.cold_title_rate
+            cold = cold & (self.title_age_days < self.config.cold_title_max_age_days)
+            warm = warm & ~cold
+        gate = (gate * warm).unsqueeze(1)  # (N, 1)
         return gate * emb + (1.0 - gate) * meta  # (N, D)
+
+    # ----------------------------------------------------------------------------- freshness
+
+    def freshness(
+        self, request_times: torch.Tensor, candidates: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The freshness bias of titles at requests: (bias (M, C) float, title index).
+
+        ``request_times`` (M,) int64 unix seconds. Without ``candidates`` the columns are the
+        titles young at some request (released less than ``freshness_horizon_days`` before
+        the earliest one, or later), (C,); every other title's bias is 0. ``candidates`` (C,)
+        scores those titles at every request, (M, C) one row of titles per request.
+        """
+        release = release_days(self.title_features, self.config.num_genres)  # (N,) days
+        request = request_times.double() / 86_400.0  # (M,) days since the epoch
+        if candidates is None:
+            horizon = self.config.freshness_horizon_days
+            candidates = torch.nonzero(release > request.min() - horizon).squeeze(1)
+        released = release[candidates].double()  # (C,) or (M, C)
+        if released.dim() == 1:
+            released = released[None, :]  # (1, C)
+        age = torch.floor(request[:, None] - released)  # (M, C) whole days
+        bucket = torch.where(
+            age < 0, 0, 1 + torch.floor(torch.log2(age.clamp(min=0) + 1)).long()
+        )  # (M, C)
+        old = bucket >= self.config.active_freshness_buckets
+        table = FRESHNESS_SCALE * self.freshness_bias  # (buckets,) logit bias per age bucket
+        bias = table[bucket.clamp(max=self.config.active_freshness_buckets - 1)]
+        return bias.masked_fill(old, 0.0), candidates
+
+    def title_logits(
+        self, query: torch.Tensor, titles: torch.Tensor, request_times: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(M, N) next-title logits of queries (M, D) over title embeddings (N, D): dot
+        products plus the freshness bias at ``request_times`` (M,) when given and enabled."""
+        logits = query @ titles.T  # (M, N)
+        if request_times is None or self.config.active_freshness_buckets == 0:
+            return logits
+        bias, young = self.freshness(request_times)  # (M, Y), (Y,)
+        return logits.index_add(1, young, bias.to(logits.dtype))
 
     # ----------------------------------------------------------------------------- backbone
 
@@ -360,7 +429,10 @@ class FoundationModel(PreTrainedModel):
     # ----------------------------------------------------------------------------- objectives
 
     def forward(self, batch: SequenceBatch) -> FoundationOutput:
-        """Pretraining losses of a batch with ``targets``; eval mode adds hit-rate metrics."""
+        """Pretraining losses of a batch with ``targets``; eval mode adds hit-rate metrics.
+
+        The freshness bias applies at each target's time when ``batch.target_times`` is given.
+        """
         if batch.targets is None:
             raise ValueError("forward computes losses and needs batch.targets; use recommend()")
         titles = self.title_embeddings()  # (N, D)
@@ -370,14 +442,16 @@ class FoundationModel(PreTrainedModel):
             raise ValueError("the batch has no targets (every target is PAD_INDEX)")
         h_valid = h[valid]  # (M, D)
         target = batch.targets[valid]  # (M,)
+        times = batch.target_times
+        when = None if times is None else times[valid]  # (M,) request time of each target
 
         hit_at_1 = hit_at_10 = None
         if self.training:
-            next_title_loss = self._title_loss(h_valid, target, titles)
+            next_title_loss = self._title_loss(h_valid, target, titles, when)
         else:
             # Evaluation always scores the whole catalogue, so runs with and without sampled
             # softmax report comparable numbers.
-            logits = h_valid @ titles.T  # (M, N)
+            logits = self.title_logits(h_valid, titles, when)  # (M, N)
             next_title_loss = F.cross_entropy(logits, target)
             target_logit = logits.gather(1, target[:, None])  # (M, 1)
             rank = (logits > target_logit).sum(dim=1)  # (M,) titles scored strictly higher
@@ -394,7 +468,8 @@ class FoundationModel(PreTrainedModel):
                 mask = later != PAD_INDEX
                 if bool(mask.any()):
                     query = head(h[:, : later.shape[1]][mask])  # (M_k, D)
-                    head_losses.append(self._title_loss(query, later[mask], titles))
+                    later_when = None if times is None else times[:, k:][mask]  # (M_k,)
+                    head_losses.append(self._title_loss(query, later[mask], titles, later_when))
             if head_losses:
                 mtp_loss = torch.stack(head_losses).mean()
                 loss = loss + self.config.mtp_weight * mtp_loss
@@ -409,9 +484,14 @@ class FoundationModel(PreTrainedModel):
         return FoundationOutput(loss, next_title_loss, mtp_loss, genre_loss, hit_at_1, hit_at_10)
 
     def _title_loss(
-        self, query: torch.Tensor, target: torch.Tensor, titles: torch.Tensor
+        self,
+        query: torch.Tensor,
+        target: torch.Tensor,
+        titles: torch.Tensor,
+        request_times: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Cross-entropy of ``target`` (M,) given queries (M, D) over title embeddings (N, D).
+        """Cross-entropy of ``target`` (M,) given queries (M, D) over title embeddings (N, D),
+        with the freshness bias at ``request_times`` (M,) when given.
 
         Full softmax, or with ``num_sampled_negatives`` S > 0 a sampled softmax: S shared
         negatives drawn from q = exp(title_log_q), each negative logit corrected by -log(S q)
@@ -422,12 +502,15 @@ class FoundationModel(PreTrainedModel):
         """
         S = self.config.num_sampled_negatives
         if S == 0:
-            return F.cross_entropy(query @ titles.T, target)  # (M, N) logits
+            return F.cross_entropy(self.title_logits(query, titles, request_times), target)
         negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
         positive = (query * titles[target]).sum(dim=1)  # (M,)
         negative = query @ titles[negatives].T - (
             math.log(S) + self.title_log_q[negatives]
         )  # (M, S)
+        if request_times is not None and self.config.active_freshness_buckets > 0:
+            positive = positive + self.freshness(request_times, target[:, None])[0][:, 0]
+            negative = negative + self.freshness(request_times, negatives)[0]
         negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
         logits = torch.cat([positive[:, None], negative], dim=1)  # (M, 1 + S)
         return F.cross_entropy(logits, torch.zeros_like(target))
@@ -450,8 +533,9 @@ class FoundationModel(PreTrainedModel):
         k: int,
         exclude_seen: bool,
         titles: torch.Tensor,
+        request_times: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = hidden @ titles.T  # (B, N)
+        scores = self.title_logits(hidden, titles, request_times)  # (B, N)
         if exclude_seen:
             scores = scores.masked_fill(seen, float("-inf"))
         top = scores.topk(min(k, self.num_titles), dim=1)
@@ -465,12 +549,19 @@ class FoundationModel(PreTrainedModel):
 
     @torch.no_grad()
     def recommend(
-        self, history: SequenceBatch, k: int, exclude_seen: bool = True
+        self,
+        history: SequenceBatch,
+        k: int,
+        exclude_seen: bool = True,
+        request_times: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k titles after each history: (ids (B, k) int64 title index, scores (B, k)).
 
         Scores come from each row's latest ``max_len`` tokens; ``exclude_seen`` removes every
         title anywhere in the passed history. Rows may be longer than the window.
+        ``request_times`` (B,) int64 unix seconds of the requests (default: each row's newest
+        token time) set each title's freshness; a history without times and no request times
+        is scored without freshness.
         """
         self._check_history(history)
         window = history.latest(self.config.max_len)  # (B, W)
@@ -478,7 +569,8 @@ class FoundationModel(PreTrainedModel):
         h = self.hidden_states(window, titles)  # (B, W, D)
         rows = torch.arange(len(window), device=h.device)
         last = h[rows, window.lengths - 1]  # (B, D)
-        return self._top_k(last, self._seen(history), k, exclude_seen, titles)
+        when = history.last_times if request_times is None else request_times
+        return self._top_k(last, self._seen(history), k, exclude_seen, titles, when)
 
     @torch.no_grad()
     def init_cache(self, history: SequenceBatch) -> KVCache:
@@ -504,7 +596,7 @@ class FoundationModel(PreTrainedModel):
         lengths = window.lengths  # (B,)
         hidden = h[torch.arange(B, device=h.device), lengths - 1]  # (B, D)
         padded = _pad_to(window, W)
-        return KVCache(keys, values, padded, lengths, hidden, seen, titles)
+        return KVCache(keys, values, padded, lengths, hidden, seen, window.last_times, titles)
 
     @torch.no_grad()
     def step(self, cache: KVCache, token: SequenceBatch) -> KVCache:
@@ -514,6 +606,8 @@ class FoundationModel(PreTrainedModel):
         """
         if token.titles.shape != (len(cache.window), 1) or not bool(token.mask.all()):
             raise ValueError("step takes exactly one real token per cached row, shape (B, 1)")
+        if (token.times is None) != (cache.window.times is None):
+            raise ValueError("the token and the cached history must both carry times, or neither")
         cache.seen[torch.arange(len(token), device=cache.seen.device), token.titles[:, 0]] = True
         W = self.config.max_len
         if bool((cache.lengths >= W).any()):
@@ -526,14 +620,21 @@ class FoundationModel(PreTrainedModel):
         cache.hidden = self.final_norm(x)[:, 0]  # (B, D)
         cache.window = _append(cache.window, cache.lengths, token).latest(W)  # (B, W)
         cache.lengths = cache.lengths + 1
+        cache.last_times = None if token.times is None else token.times[:, 0]
         return cache
 
     @torch.no_grad()
     def recommend_cached(
-        self, cache: KVCache, k: int, exclude_seen: bool = True
+        self,
+        cache: KVCache,
+        k: int,
+        exclude_seen: bool = True,
+        request_times: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``recommend`` for the histories a cache holds: (ids (B, k), scores (B, k))."""
-        return self._top_k(cache.hidden, cache.seen, k, exclude_seen, cache.titles)
+        """``recommend`` for the histories a cache holds: (ids (B, k), scores (B, k)), with the
+        same ``request_times`` default (each row's newest token time)."""
+        when = cache.last_times if request_times is None else request_times
+        return self._top_k(cache.hidden, cache.seen, k, exclude_seen, cache.titles, when)
 
 
 def _pad_to(batch: SequenceBatch, width: int) -> SequenceBatch:
@@ -543,6 +644,7 @@ def _pad_to(batch: SequenceBatch, width: int) -> SequenceBatch:
     def pad(column: torch.Tensor, value: int) -> torch.Tensor:
         return F.pad(column, (0, extra), value=value)
 
+    times = None if batch.times is None else pad(batch.times, 0)
     return SequenceBatch(
         titles=pad(batch.titles, PAD_INDEX),
         actions=pad(batch.actions, 0),
@@ -551,6 +653,7 @@ def _pad_to(batch: SequenceBatch, width: int) -> SequenceBatch:
         devices=pad(batch.devices, 0),
         hours=pad(batch.hours, 0),
         weekdays=pad(batch.weekdays, 0),
+        times=times,
     )
 
 
@@ -575,6 +678,7 @@ def _append(window: SequenceBatch, lengths: torch.Tensor, token: SequenceBatch) 
         devices=put(wide.devices, token.devices),
         hours=put(wide.hours, token.hours),
         weekdays=put(wide.weekdays, token.weekdays),
+        times=None if token.times is None else put(wide.times, token.times),
     )
 
 

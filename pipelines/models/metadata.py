@@ -1,9 +1,11 @@
-"""Title metadata as the model's feature rows: genres, release year, runtime, maturity, series.
+"""Title metadata as the model's feature rows: genres, release date, runtime, maturity, series.
 
 ``FoundationModel.set_title_metadata`` takes plain tensors; this module builds them from a
 catalogue frame in the ``bronze/titles`` contract, in title-index order, so the cold-start path
 has one definition of what "metadata" means. Missing values (the contract's nullable columns)
 map to documented neutral values rather than failing, since real catalogues are incomplete.
+The release date is fed as fractional years, fine enough that ``release_days`` reads the date
+back to the day: the model's freshness bias measures a title's age at each request from it.
 """
 
 from __future__ import annotations
@@ -26,16 +28,25 @@ MATURITY_LEVELS: dict[str, float] = {
 UNKNOWN_MATURITY = 0.5
 """Maturity of a title whose rating is missing or not in ``MATURITY_LEVELS``."""
 YEAR_ORIGIN, YEAR_SCALE = 2000.0, 30.0
-"""Release year is fed as (year - 2000) / 30; a missing date counts as the cut-off year."""
+"""Release date is fed as (fractional year - 2000) / 30; a missing date counts as the cut-off."""
+DAYS_PER_YEAR = 365.25
+"""Length of the fractional year the release date is measured in."""
+_ORIGIN_DAY = (date(int(YEAR_ORIGIN), 1, 1) - date(1970, 1, 1)).days
+"""Days from the unix epoch to 2000-01-01: release column 0 is this day."""
 RUNTIME_SCALE_SECONDS = 7200.0
 """Runtime is fed as log1p(seconds) / log1p(2 h); missing runtime counts as 1 h."""
+SEASON_STRIDE, SERIES_POSITION_SCALE = 50, 100.0
+"""An episode's place in its series is fed as ((season - 1) * 50 + episode) / 100, so watch
+order is the column's order (seasons of up to 50 episodes); films and unknowns are 0. Seen
+episodes are not recommended, so "the earliest unseen episode of a series" is the next one."""
 
 
 @dataclass(frozen=True)
 class TitleMetadata:
     """The three tensors ``set_title_metadata`` takes, row i = title index i."""
 
-    features: torch.Tensor  # (N, G + 4) float32: genre multi-hot, year, runtime, maturity, series
+    features: torch.Tensor  # (N, G + 5) float32: genre multi-hot, release date, runtime,
+    # maturity, is-series, series position
     age_days: torch.Tensor  # (N,) float32: days from release to the cut-off, >= 0
     trained_mask: torch.Tensor  # (N,) bool: title has interactions in the training data
 
@@ -59,7 +70,7 @@ def title_metadata(
         raise ValueError(f"{len(missing)} title ids have no catalogue row, e.g. {missing[:5]}")
     rows = by_id.loc[list(title_ids)]
     genre_column = {g: i for i, g in enumerate(genres)}
-    features = torch.zeros(len(title_ids), len(genres) + 4)
+    features = torch.zeros(len(title_ids), len(genres) + 5)
     age_days = torch.zeros(len(title_ids))
     for i, row in enumerate(rows.itertuples()):
         for genre in [] if row.genres is None else list(row.genres):
@@ -72,10 +83,38 @@ def title_metadata(
         runtime = row.runtime_seconds
         runtime = 3600.0 if runtime is None or math.isnan(runtime) else float(runtime)
         series_id = row.series_id
-        features[i, len(genres)] = (released.year - YEAR_ORIGIN) / YEAR_SCALE
+        features[i, len(genres)] = release_feature(released)
         features[i, len(genres) + 1] = math.log1p(runtime) / math.log1p(RUNTIME_SCALE_SECONDS)
         features[i, len(genres) + 2] = MATURITY_LEVELS.get(row.maturity, UNKNOWN_MATURITY)
         features[i, len(genres) + 3] = float(isinstance(series_id, str) and series_id != "")
+        features[i, len(genres) + 4] = series_position(
+            getattr(row, "season", None), getattr(row, "episode", None)
+        )
         age_days[i] = max((cutoff - released).days, 0)
     trained = torch.tensor([t in trained_title_ids for t in title_ids], dtype=torch.bool)
     return TitleMetadata(features, age_days, trained)
+
+
+def release_feature(released: date) -> float:
+    """The release-date column's value: years since 2000-01-01 (fractional), over ``YEAR_SCALE``."""
+    days = (released - date(1970, 1, 1)).days - _ORIGIN_DAY
+    return days / DAYS_PER_YEAR / YEAR_SCALE
+
+
+def release_days(features: torch.Tensor, num_genres: int) -> torch.Tensor:
+    """(N,) float32 release date of each title in days since the unix epoch, read back from the
+    release column of metadata rows ``features`` (N, num_genres + 5); exact to the day."""
+    column = features[:, num_genres].double()
+    return (torch.round(column * YEAR_SCALE * DAYS_PER_YEAR) + _ORIGIN_DAY).float()
+
+
+def series_position(season: object, episode: object) -> float:
+    """The series-position column: ((season - 1) * 50 + episode) / 100, 0 when either is
+    missing (a film, or an episode the catalogue does not number)."""
+    if not _present(season) or not _present(episode):
+        return 0.0
+    return ((int(season) - 1) * SEASON_STRIDE + int(episode)) / SERIES_POSITION_SCALE
+
+
+def _present(value: object) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))

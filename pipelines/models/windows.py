@@ -5,7 +5,9 @@ is the next token), starting every ``window_stride`` tokens and always including
 tokens, so every transition of the history is trained on. Overlapping windows train the
 overlapped transitions more than once, with different context lengths; a stride equal to the
 window removes the overlap. The held-out split keeps each member's last token as the
-validation target, predicted from the tokens before it.
+validation target, predicted from the tokens before it. Token times (unix seconds) travel beside
+the tokens when known, so each target carries the moment it was chosen: the model's freshness
+bias reads a title's age at that moment.
 """
 
 from __future__ import annotations
@@ -37,12 +39,19 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 class UserSequences:
     """Every member's tokens, position-ordered and concatenated (one array per column).
 
-    Member u owns rows ``offsets[u]:offsets[u + 1]`` of ``tokens``.
+    Member u owns rows ``offsets[u]:offsets[u + 1]`` of ``tokens`` (and of ``times``).
     """
 
     user_ids: list[str]  # (U,) member ids, in offsets order
     offsets: np.ndarray  # (U + 1,) int64: row ranges per member
     tokens: np.ndarray  # (7, N) int64: FEATURE_COLUMNS x tokens (title = title index)
+    times: np.ndarray | None = None  # (N,) int64 unix seconds of each token; None: unknown
+
+    def __post_init__(self) -> None:
+        if self.times is not None and self.times.shape != (self.tokens.shape[1],):
+            raise ValueError(
+                f"times must be ({self.tokens.shape[1]},) like the tokens, got {self.times.shape}"
+            )
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -56,12 +65,19 @@ class UserSequences:
         """(7, L) member u's tokens."""
         return self.tokens[:, self.offsets[u] : self.offsets[u + 1]]
 
+    def member_times(self, u: int) -> np.ndarray | None:
+        """(L,) member u's token times, or None when the sequences carry none."""
+        if self.times is None:
+            return None
+        return self.times[self.offsets[u] : self.offsets[u + 1]]
+
 
 def build_sequences(tokens: pd.DataFrame, title_index: Mapping[str, int]) -> UserSequences:
     """Per-member sequences from an ``INTERACTION_TOKENS`` frame, ordered by ``position``.
 
     ``title_index`` maps ``title_id`` to the model's title index (tokenizer id - 64). A title,
-    action or device outside the vocabulary is an error: the tokenizer or enums are stale.
+    action or device outside the vocabulary is an error: the tokenizer or enums are stale. The
+    ``ts`` column, when the frame has one, becomes the sequences' ``times``.
     """
     frame = tokens.sort_values(["user_id", "position"], kind="stable")
     if frame.duplicated(["user_id", "position"]).any():
@@ -97,7 +113,16 @@ def build_sequences(tokens: pd.DataFrame, title_index: Mapping[str, int]) -> Use
         np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.array([], int)
     )
     offsets = np.r_[starts, len(users)].astype(np.int64)
-    return UserSequences([str(u) for u in users[starts]], offsets, matrix)
+    times = unix_seconds(frame["ts"]) if "ts" in frame.columns else None
+    return UserSequences([str(u) for u in users[starts]], offsets, matrix, times)
+
+
+def unix_seconds(ts: pd.Series) -> np.ndarray:
+    """(N,) int64 unix seconds of a timestamp column (naive values are UTC, as Spark writes)."""
+    values = pd.to_datetime(ts)
+    if values.dt.tz is None:
+        values = values.dt.tz_localize("UTC")
+    return ((values - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
 
 def split_last_token(sequences: UserSequences) -> tuple[UserSequences, UserSequences]:
@@ -110,8 +135,10 @@ def split_last_token(sequences: UserSequences) -> tuple[UserSequences, UserSeque
     validation = _select(sequences, keep)
     ends = validation.offsets[1:] - 1  # (U,) row of each member's last token
     train_tokens = np.delete(validation.tokens, ends, axis=1)
+    train_times = None if validation.times is None else np.delete(validation.times, ends)
     train_offsets = validation.offsets - np.arange(len(keep) + 1)
-    return UserSequences(validation.user_ids, train_offsets, train_tokens), validation
+    train = UserSequences(validation.user_ids, train_offsets, train_tokens, train_times)
+    return train, validation
 
 
 def _select(sequences: UserSequences, members: np.ndarray) -> UserSequences:
@@ -120,7 +147,10 @@ def _select(sequences: UserSequences, members: np.ndarray) -> UserSequences:
     lengths = sequences.lengths[members]
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
     return UserSequences(
-        [sequences.user_ids[u] for u in members], offsets, sequences.tokens[:, rows]
+        [sequences.user_ids[u] for u in members],
+        offsets,
+        sequences.tokens[:, rows],
+        None if sequences.times is None else sequences.times[rows],
     )
 
 
@@ -130,6 +160,8 @@ class TokenWindow:
 
     tokens: np.ndarray  # (7, T) int64: FEATURE_COLUMNS x inputs
     targets: np.ndarray  # (T,) int64: next title index per input, PAD_INDEX for none
+    times: np.ndarray | None = None  # (T,) int64 unix seconds of each input; None: unknown
+    target_times: np.ndarray | None = None  # (T,) int64 unix seconds of each target, 0 for none
 
 
 class WindowDataset(Dataset[TokenWindow]):
@@ -160,8 +192,14 @@ class WindowDataset(Dataset[TokenWindow]):
     def __getitem__(self, i: int) -> TokenWindow:
         u, start = self.index[i]
         member = self.sequences.member(int(u))  # (7, L)
+        times = self.sequences.member_times(int(u))  # (L,) or None
         end = min(start + self.window, member.shape[1] - 1)
-        return TokenWindow(member[:, start:end], member[0, start + 1 : end + 1].copy())
+        return TokenWindow(
+            member[:, start:end],
+            member[0, start + 1 : end + 1].copy(),
+            None if times is None else times[start:end],
+            None if times is None else times[start + 1 : end + 1],
+        )
 
 
 class LastTokenDataset(Dataset[TokenWindow]):
@@ -177,30 +215,52 @@ class LastTokenDataset(Dataset[TokenWindow]):
 
     def __getitem__(self, i: int) -> TokenWindow:
         member = self.sequences.member(int(self.members[i]))  # (7, L)
-        history = member[:, max(member.shape[1] - 1 - self.window, 0) : -1]  # (7, T)
+        times = self.sequences.member_times(int(self.members[i]))  # (L,) or None
+        start = max(member.shape[1] - 1 - self.window, 0)
+        history = member[:, start:-1]  # (7, T)
         targets = np.full(history.shape[1], PAD_INDEX, dtype=np.int64)
         targets[-1] = member[0, -1]
-        return TokenWindow(history, targets)
+        if times is None:
+            return TokenWindow(history, targets)
+        target_times = np.zeros(history.shape[1], dtype=np.int64)
+        target_times[-1] = times[-1]
+        return TokenWindow(history, targets, times[start:-1], target_times)
 
 
 def collate_windows(examples: Sequence[TokenWindow]) -> SequenceBatch:
-    """Right-pad examples to the longest one: titles/targets with PAD_INDEX, features with 0."""
+    """Right-pad examples to the longest one: titles/targets with PAD_INDEX, features and times
+    with 0. Times are kept when every example has them."""
     width = max(example.targets.shape[0] for example in examples)
     tokens = np.zeros((len(FEATURE_COLUMNS), len(examples), width), dtype=np.int64)
     tokens[0] = PAD_INDEX
     targets = np.full((len(examples), width), PAD_INDEX, dtype=np.int64)
+    timed = all(e.times is not None and e.target_times is not None for e in examples)
+    times = np.zeros((2, len(examples), width), dtype=np.int64)  # inputs, targets
     for b, example in enumerate(examples):
         T = example.targets.shape[0]
         tokens[:, b, :T] = example.tokens
         targets[b, :T] = example.targets
+        if timed:
+            times[0, b, :T] = example.times
+            times[1, b, :T] = example.target_times
     columns = torch.from_numpy(tokens)  # (7, B, T)
-    return SequenceBatch(*columns.unbind(0), targets=torch.from_numpy(targets))
+    return SequenceBatch(
+        *columns.unbind(0),
+        targets=torch.from_numpy(targets),
+        times=torch.from_numpy(times[0]) if timed else None,
+        target_times=torch.from_numpy(times[1]) if timed else None,
+    )
 
 
 def history_batch(sequences: UserSequences, members: Sequence[int]) -> SequenceBatch:
     """The whole histories of ``members`` as one right-padded batch (for ``recommend``)."""
     examples = [
-        TokenWindow(sequences.member(u), np.zeros(sequences.lengths[u], dtype=np.int64))
+        TokenWindow(
+            sequences.member(u),
+            np.zeros(sequences.lengths[u], dtype=np.int64),
+            sequences.member_times(u),
+            np.zeros(sequences.lengths[u], dtype=np.int64),
+        )
         for u in members
     ]
-    return replace(collate_windows(examples), targets=None)
+    return replace(collate_windows(examples), targets=None, target_times=None)

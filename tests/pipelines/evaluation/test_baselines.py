@@ -119,3 +119,44 @@ def test_select_als_picks_on_validation_and_reports_the_grid(spark):
 def test_score_before_fit_raises():
     with pytest.raises(RuntimeError, match="fit"):
         MostPopular().score([np.array([0])])
+
+
+def _cold_start_split(n_new: int, n_users: int = 400, seed: int = 0):
+    """Members who watched old titles o0..o9 before the cut-off and then one of ``n_new`` titles
+    released at the cut-off, chosen uniformly."""
+    from pipelines.evaluation.splits import TemporalConfig, temporal_split
+
+    rng = np.random.default_rng(seed)
+    cutoff = 100 * 86_400
+    rows = []
+    for u in range(n_users):
+        rows += [(f"u{u}", f"o{i}", i) for i in rng.choice(10, 3, replace=False)]
+        rows.append((f"u{u}", f"n{rng.integers(n_new)}", cutoff + 60))
+    frame = pd.DataFrame(rows, columns=["user_id", "title_id", "ts"])
+    catalogue = [f"o{i}" for i in range(10)] + [f"n{i}" for i in range(n_new)]
+    release = {f"n{i}": float(cutoff) for i in range(n_new)}
+    return temporal_split(
+        index_interactions(frame, catalogue=catalogue),
+        TemporalConfig(cutoff_ts=cutoff),
+        release_ts=release,
+    )
+
+
+def test_most_popular_new_orders_new_titles_at_random_not_by_ties():
+    from pipelines.evaluation.baselines import MostPopularNew
+
+    many = _cold_start_split(n_new=200)
+    baseline = MostPopularNew()
+    baseline.fit(many)
+    scores = baseline.score([np.array([0])])[0]
+    new = many.new_items
+    assert new.sum() == 200 and scores[new].min() > scores[~new].max()
+    assert len(np.unique(scores[new])) == 200  # no ties among the new titles
+    # Nothing after the cut-off orders them: the expected recall of a random order, 50 / 200,
+    # where ties counted against the target would give 0.
+    recall = evaluate(baseline, many.test, new_items=new)["cold_start_recall_at_50"]
+    assert 0.18 < recall < 0.32
+    # With fewer new titles than K = 50 every new-title target is in its top 50.
+    few = _cold_start_split(n_new=30)
+    baseline.fit(few)
+    assert evaluate(baseline, few.test, new_items=few.new_items)["cold_start_recall_at_50"] == 1.0

@@ -3,6 +3,7 @@ most-popular, its SASRec ablation trains too, and features are looked up, never 
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from pipelines.evaluation import foundation
 from pipelines.evaluation.baselines import MostPopular
 from pipelines.evaluation.foundation import (
     FIT_PRESETS,
@@ -131,3 +133,28 @@ def test_train_minutes_sets_steps_from_a_timed_budget():
     model.fit(split)
     assert model.train_result.steps >= 1
     assert model.fit_seconds < 10
+
+
+def test_train_minutes_is_cpu_time_so_waiting_for_the_cpu_costs_no_steps(monkeypatch):
+    """On a shared machine a run waits for its turn on the CPU. Waiting (here: sleeping during
+    the calibration) costs wall time but no CPU time, so the run keeps its steps."""
+    split = leave_one_out_split(index_interactions(_planted(n_users=20)))
+    budget_minutes = 0.05  # 3 s of CPU
+    config = replace(
+        sasrec(FIT_PRESETS["tiny"]),
+        train_minutes=budget_minutes,
+        calibration_steps=3,
+        train_overrides={"batch_size": 4, "eval_every": 0},
+    )
+    real_train = foundation.train
+
+    def waiting_train(*args, **kwargs):
+        time.sleep(2.0)  # a wall-clock budget would see 0.67 s per step and allow 1 step
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(foundation, "train", waiting_train)
+    model = FoundationRecommender(config)
+    model.fit(split)
+    assert model.train_result.steps >= 20
+    assert model.fit_seconds >= 4.0  # both sleeps: the calibration's and the run's
+    assert model.fit_cpu_seconds <= budget_minutes * 60 * 1.5

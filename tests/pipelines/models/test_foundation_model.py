@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,13 @@ import torch
 
 from pipelines.models import FoundationConfig, FoundationModel, SequenceBatch
 from pipelines.models.batches import PAD_INDEX
+from pipelines.models.metadata import release_feature
 
 N_TITLES, N_GENRES = 40, 5
+NOW = date(2026, 1, 10)
+"""Batches happen over the days after NOW; titles are released up to 60 days before it."""
+DAY = 86_400
+NOW_TS = (NOW - date(1970, 1, 1)).days * DAY
 
 
 def random_batch(
@@ -26,6 +32,10 @@ def random_batch(
     titles = torch.where(real, draw(N_TITLES), PAD_INDEX)
     next_titles = torch.roll(titles, -1, dims=1)
     next_titles[:, -1] = PAD_INDEX
+    # Up to half a day between tokens, so the requests span several freshness buckets.
+    times = NOW_TS + torch.cumsum(torch.randint(0, DAY // 2, (B, width), generator=generator), 1)
+    target_times = torch.roll(times, -1, dims=1)
+    has_target = real & (next_titles != PAD_INDEX)
     return SequenceBatch(
         titles=titles,
         actions=draw(8) * real,
@@ -35,6 +45,8 @@ def random_batch(
         hours=draw(24) * real,
         weekdays=draw(7) * real,
         targets=torch.where(real, next_titles, PAD_INDEX) if targets else None,
+        times=times * real,
+        target_times=target_times * has_target if targets else None,
     )
 
 
@@ -47,7 +59,11 @@ def make_model(seed: int = 0, **overrides: object) -> FoundationModel:
     if config.use_metadata:
         g = torch.Generator().manual_seed(seed)
         features = (torch.rand(N_TITLES, config.metadata_dim, generator=g) > 0.5).float()
-        age = torch.rand(N_TITLES, generator=g) * 3000
+        released = torch.randint(0, 60, (N_TITLES,), generator=g)  # days before NOW
+        features[:, N_GENRES] = torch.tensor(
+            [release_feature(NOW - timedelta(days=int(d))) for d in released]
+        )
+        age = released.float()
         model.set_title_metadata(features, age, torch.ones(N_TITLES, dtype=torch.bool))
     return model
 
@@ -105,7 +121,8 @@ def test_sasrec_ablation_is_the_same_model_with_features_off() -> None:
     model = make_model(use_token_features=False, use_metadata=False, mtp_n=0, genre_weight=0.0)
     names = {name for name, _ in model.named_parameters()}
     assert not any(
-        n.startswith(("feature_embeddings", "metadata_proj", "gate_", "mtp_")) for n in names
+        n.startswith(("feature_embeddings", "metadata_proj", "gate_", "freshness", "mtp_"))
+        for n in names
     )
     batch = random_batch(torch.Generator().manual_seed(3), [16, 5], 16)
     shuffled = SequenceBatch(
@@ -176,11 +193,13 @@ def token_at(events: SequenceBatch, index: torch.Tensor) -> SequenceBatch:
     )
 
 
-FEATURES = ("actions", "watch_fraction", "gaps", "devices", "hours", "weekdays")
+FEATURES = ("actions", "watch_fraction", "gaps", "devices", "hours", "weekdays", "times")
 
 
 def test_kv_cache_steps_match_uncached_scores() -> None:
     model = make_model(mtp_n=1).eval()
+    with torch.no_grad():  # as if trained: fresher titles score differently
+        model.freshness_bias.copy_(torch.linspace(-3.0, 2.0, model.config.freshness_buckets))
     events = random_batch(torch.Generator().manual_seed(7), [30, 30, 30], 30, targets=False)
     # Rows start at different lengths, so they fill the 16-token window at different steps.
     lengths = torch.tensor([3, 9, 14])
@@ -195,6 +214,12 @@ def test_kv_cache_steps_match_uncached_scores() -> None:
         cached_ids, _ = model.recommend_cached(cache, k=5)
         ids, _ = model.recommend(history, k=5)
         assert torch.equal(cached_ids, ids)
+        # An explicit request time (a day after the newest token) moves both alike.
+        later = history.last_times + DAY
+        _, cached_later = model.recommend_cached(cache, N_TITLES, False, request_times=later)
+        _, later_scores = model.recommend(history, N_TITLES, False, request_times=later)
+        torch.testing.assert_close(cached_later, later_scores, atol=1e-5, rtol=0)
+        assert not torch.allclose(later_scores, scores)
 
 
 def test_appended_title_gets_a_metadata_only_embedding_and_survives_save(tmp_path: Path) -> None:

@@ -102,3 +102,26 @@ def test_collate_right_pads_with_the_documented_padding() -> None:
     assert histories.targets is None
     assert histories.lengths.tolist() == [10, 4]
     assert np.array_equal(histories.titles[1, :4].numpy(), np.arange(4))
+
+
+def test_token_times_travel_with_the_tokens_and_each_target_carries_its_own() -> None:
+    hour, start = 3600, int(pd.Timestamp("2026-01-01", tz="UTC").timestamp())
+    sequences = build_sequences(token_rows({"a": 7, "b": 3}), TITLE_INDEX)
+    assert sequences.member_times(0).tolist() == [start + p * hour for p in range(7)]
+    train, validation = split_last_token(sequences)
+    assert train.member_times(0).tolist() == [start + p * hour for p in range(6)]
+    windows = WindowDataset(train, window=3, stride=3)
+    for i in range(len(windows)):
+        window = windows[i]
+        # Token p's time is start + p hours, and the target of input p is token p + 1.
+        assert (window.times - start).tolist() == [hour * p for p in window.tokens[0]]
+        assert (window.target_times - start).tolist() == [hour * t for t in window.targets]
+    batch = collate_windows([windows[i] for i in range(len(windows))])
+    assert batch.times is not None and batch.target_times is not None
+    assert torch.equal(batch.target_times == 0, batch.targets == PAD_INDEX)
+    last = LastTokenDataset(validation, window=4)[0]
+    assert last.target_times.tolist() == [0, 0, 0, start + 6 * hour]
+    history = history_batch(sequences, [0, 1])
+    assert history.target_times is None
+    assert (history.last_times - start).tolist() == [6 * hour, 2 * hour]
+    assert (history.latest(2).last_times - start).tolist() == [6 * hour, 2 * hour]
