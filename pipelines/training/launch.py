@@ -95,33 +95,23 @@ def run_pretraining(
     )
     if processes == 1:
         return pretrain_foundation(tokens, titles, tokenizer, cutoff, **arguments)
-    return launch_pretraining(
-        tokens, titles, tokenizer, cutoff, processes=processes, log_line=log_line, **arguments
-    )
+    return _launch(tokens, titles, tokenizer, cutoff, arguments, processes, log_line)
 
 
-def launch_pretraining(
+def _launch(
     tokens: pd.DataFrame,
     titles: pd.DataFrame,
     tokenizer: InteractionTokenizer,
     cutoff: dt.date,
-    model_preset: str,
-    train_preset: str,
-    output_dir: Path,
-    log_metrics: MetricsLogger | None = None,
-    seed: int = 0,
-    *,
-    model_overrides: Mapping[str, Any] | None = None,
-    train_overrides: Mapping[str, Any] | None = None,
-    checkpoint_dir: Path | None = None,
+    arguments: Mapping[str, Any],
     processes: int,
-    log_line: LineLogger | None = None,
+    log_line: LineLogger | None,
 ) -> PretrainResult:
-    """Run ``pretrain_foundation`` on ``processes`` workers under ``torchrun`` and wait for it.
+    """Run ``pretrain_foundation(..., **arguments)`` on ``processes`` workers under ``torchrun``.
 
     The inputs are copied to a temporary folder (``TMPDIR``) for the workers to read.
     """
-    checkpoints = None if checkpoint_dir is None else str(Path(checkpoint_dir).resolve())
+    checkpoint_dir = arguments["checkpoint_dir"]
     with tempfile.TemporaryDirectory(prefix="reelfm-torchrun-") as tmp:
         work = Path(tmp)
         tokens.to_parquet(work / TOKENS_FILE, index=False)
@@ -129,20 +119,22 @@ def launch_pretraining(
         tokenizer.save(work / TOKENIZER_FILE)
         spec = {
             "cutoff": cutoff.isoformat(),
-            "model_preset": model_preset,
-            "train_preset": train_preset,
-            "output_dir": str(Path(output_dir).resolve()),
-            "seed": seed,
-            "model_overrides": dict(model_overrides or {}),
-            "train_overrides": dict(train_overrides or {}),
-            "checkpoint_dir": checkpoints,
+            "model_preset": arguments["model_preset"],
+            "train_preset": arguments["train_preset"],
+            "output_dir": str(Path(arguments["output_dir"]).resolve()),
+            "seed": arguments["seed"],
+            "model_overrides": dict(arguments["model_overrides"] or {}),
+            "train_overrides": dict(arguments["train_overrides"] or {}),
+            "checkpoint_dir": None
+            if checkpoint_dir is None
+            else str(Path(checkpoint_dir).resolve()),
         }
         (work / SPEC_FILE).write_text(json.dumps(spec))
         returncode, tail = _stream(
             torchrun_command(processes, work),
             _worker_environment(processes),
             log_line or logger.info,
-            log_metrics,
+            arguments["log_metrics"],
         )
         if returncode != 0:
             raise DistributedTrainingError(_failure_message(work, returncode, tail))

@@ -152,6 +152,7 @@ def test_titles_snapshot_matches_bronze_titles(
 ) -> None:
     root, summary = clean_world
     counts = []
+    genre_counts = set()
     for day in summary.days:
         rows = [json.loads(line) for line in Path(day.titles_file).read_text().splitlines()]
         counts.append(len(rows))
@@ -159,12 +160,13 @@ def test_titles_snapshot_matches_bronze_titles(
         for row in rows:
             assert list(row) == BRONZE_TITLES.fieldNames()
             assert date.fromisoformat(row["release_date"]) <= day.date
-            assert 1 <= len(row["genres"]) <= 3
+            genre_counts.add(len(row["genres"]))
             assert all(isinstance(g, str) for g in row["genres"])
             assert (row["series_id"] is None) == (row["season"] is None) == (row["episode"] is None)
             minutes = row["runtime_seconds"] / 60
             assert 25 <= minutes <= 60 if row["series_id"] else 90 <= minutes <= 150
     assert counts == sorted(counts) and counts[0] < counts[-1]  # new releases appear
+    assert genre_counts == {1, 2, 3}  # 1-3 genres a title, and every count occurs
 
 
 def test_no_title_is_seen_before_its_release(clean_events: list[dict], oracle: Oracle) -> None:
