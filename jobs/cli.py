@@ -142,6 +142,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = dataclasses.replace(PRESETS[args.preset], seed=args.seed, bad_rate=args.bad_rate)
     if args.days:
         config = dataclasses.replace(config, days=args.days)
+    if not 1 <= args.holdout_days < config.days:
+        print(f"--holdout-days must be in 1..{config.days - 1}: the model needs days to train on")
+        return 2
     print(
         f"Generating {config.days} days of synthetic events ({args.preset} preset) into {settings.landing_root}"
     )
@@ -149,8 +152,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"  {summary.events:,} events, {summary.injected:,} injected bad records, {summary.seconds:.1f} s"
     )
-    # The last day is held out: the model trains on the days before it and is evaluated on it.
-    train_day = config.start_date + dt.timedelta(days=config.days - 1)
+    # The last holdout_days days are held out: the model trains on the days before them and is
+    # evaluated on them (each member's first new title in the window; cold start over every
+    # title released in it).
+    train_day = config.start_date + dt.timedelta(days=config.days - args.holdout_days)
     print(f"Materializing the daily_data job for {config.days} days (Spark + Delta, in-process):")
     results = materialize_days(_days(config.start_date, config.days))
     if all(r["success"] for r in results):
@@ -164,8 +169,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             run_config={"ops": {"models__foundation": {"config": train_config}}},
         )
     if all(r["success"] for r in results):
-        print(f"Evaluating it on {train_day} against baselines (report, champion/challenger gate):")
-        results += materialize_days([train_day], job_name="evaluation")
+        window = (
+            f"{train_day}"
+            if args.holdout_days == 1
+            else f"{args.holdout_days} days from {train_day}"
+        )
+        print(f"Evaluating it on {window} against baselines (report, champion/challenger gate):")
+        eval_config = {"target_days": args.holdout_days}
+        results += materialize_days(
+            [train_day],
+            job_name="evaluation",
+            run_config={"ops": {"eval__report": {"config": eval_config}}},
+        )
     print_summary(settings)
     return 0 if all(r["success"] for r in results) else 1
 
@@ -194,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--days", type=int, default=None, help="override the preset's number of days")
     demo.add_argument("--seed", type=int, default=7, help="generator seed (same seed, same data)")
+    demo.add_argument(
+        "--holdout-days",
+        type=int,
+        default=1,
+        help="evaluate on the last N days (trained on the days before): more new titles for "
+        "the cold-start bar, fewer days to train on",
+    )
     demo.add_argument(
         "--bad-rate", type=float, default=0.002, help="fraction of injected bad records"
     )

@@ -306,7 +306,7 @@ def _catalogue_model(
         )
     trained = {known[i] for i in np.flatnonzero(model.title_trained.numpy())}
     meta = title_metadata(titles, catalogue, model.config.genres or [], day, trained)
-    model.set_title_metadata(meta.features, meta.age_days, meta.trained_mask)
+    model.set_title_metadata(meta.features, meta.age_days, meta.trained_mask, meta.series)
     return model
 
 

@@ -75,6 +75,10 @@ SYNTHETIC_BARS: tuple[QualityBar, ...] = (
 2 x most-popular's; cold-start recall@50 at least 2 x most-popular-among-new's."""
 
 
+ORACLE = "oracle"
+"""The metrics-table row of the synthetic world's true choice model, when it was evaluated."""
+
+
 def quality_bars(
     table: pd.DataFrame, model: str, bars: Sequence[QualityBar] = SYNTHETIC_BARS
 ) -> pd.DataFrame:
@@ -85,7 +89,8 @@ def quality_bars(
     target) gets ratio NaN and a note saying why, never a ratio of 0. A zero reference gives an
     infinite ratio when the model's metric is positive. Every metric here is at most 1, so a bar
     whose threshold x reference exceeds 1 cannot pass: it still says FAIL, and the note says
-    that no model could have passed it.
+    that no model could have passed it; so does a bar the oracle itself (when in the table)
+    falls short of.
     """
     if model not in table.index:
         raise ValueError(f"model {model!r} is not in the metrics table ({list(table.index)})")
@@ -111,6 +116,12 @@ def quality_bars(
                 f"unattainable: {bar.threshold:g} x {bar.reference}'s {reference:.3f} is above 1, "
                 f"the most {bar.metric} can be"
             )
+        ceiling = _oracle_ratio(table, bar, reference)
+        if not note and ceiling < bar.threshold:
+            note = (
+                f"out of reach here: even the oracle (the best possible ranking) reaches "
+                f"{ceiling:.2f} x {bar.reference}"
+            )
         rows[bar.name] = {
             "value": value,
             "reference": bar.reference,
@@ -123,6 +134,14 @@ def quality_bars(
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "bar"
     return frame
+
+
+def _oracle_ratio(table: pd.DataFrame, bar: QualityBar, reference: float) -> float:
+    """The oracle's own ratio on ``bar`` (the most any model can reach), NaN without an oracle
+    or when the bar is measured against the oracle itself."""
+    if bar.reference == ORACLE or ORACLE not in table.index or not reference > 0:
+        return np.nan
+    return _metric(table, ORACLE, bar.metric) / reference
 
 
 def _metric(table: pd.DataFrame, model: str, metric: str) -> float:

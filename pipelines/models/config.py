@@ -4,7 +4,9 @@
 dataclasses), so it is written to and read from ``config.json`` beside ``model.safetensors``.
 Every architecture, objective and ablation switch lives here once; the "SASRec ablation" is this
 config with ``use_token_features``, ``use_metadata``, ``freshness_buckets``, ``mtp_n`` and
-``genre_weight`` turned off, not a second model. Presets are plain data: a name maps onto a handful of size fields.
+``genre_weight`` turned off (which also turns off the series embedding, the continuation
+bonus and the next-episode rule: they read the metadata), not a second model. Presets are plain data: a name maps onto a
+handful of size fields.
 """
 
 from __future__ import annotations
@@ -77,6 +79,24 @@ class FoundationConfig(PretrainedConfig):
     # Titles older than the last bucket share bias 0. 0 turns it off; so does use_metadata off
     # (release dates come from the metadata).
     freshness_buckets: int = 8
+    # Series: every episode's embedding adds a learned embedding of its series (shared by all
+    # its episodes, starting at zero), so "the next episode of the series I am watching" is one
+    # pattern to learn, not one per episode. Series indices come with the metadata
+    # (pipelines.models.metadata.series_indices); num_series grows with the catalogue like
+    # num_titles. Off without use_metadata.
+    series_embedding: bool = True
+    num_series: int = 0  # rows of the series table, series index 0..num_series-1
+    # Continue watching: the next episode of a series the history has an episode of (the
+    # successor of a seen episode, itself unseen) gets a learned logit bonus, a shared scalar
+    # plus a linear read of the member's hidden state (how much this member finishes what they
+    # start). Both start at zero. Needs use_metadata (series and episode order).
+    continuation_bonus: bool = True
+    # Recommend only the next episode of each series: an episode after the one that follows
+    # the furthest episode in the history (or, for a series not started, after its first) gets
+    # no score (-inf), as a service offers a series at the member's next episode, never at
+    # episode 7 of a series they have not begun. Needs use_metadata (series and episode
+    # positions come from the metadata).
+    next_episode_only: bool = True
 
     # --- objectives ------------------------------------------------------------------------
     num_sampled_negatives: int = 0  # 0: full softmax over the catalogue; >0: sampled softmax
@@ -104,6 +124,8 @@ class FoundationConfig(PretrainedConfig):
             raise ValueError(f"cold_title_rate must be in [0, 1), got {self.cold_title_rate}")
         if not 0 < self.id_gate_init < 1:
             raise ValueError(f"id_gate_init must be in (0, 1), got {self.id_gate_init}")
+        if self.num_series < 0:
+            raise ValueError(f"num_series must be >= 0, got {self.num_series}")
         if not 0 < self.window_stride <= self.max_len:
             raise ValueError(f"window_stride must be in 1..max_len, got {self.window_stride}")
         super().__post_init__(**kwargs)
@@ -132,6 +154,21 @@ class FoundationConfig(PretrainedConfig):
         (bias 0); younger ones (and unreleased ones) get their bucket's bias."""
         buckets = self.active_freshness_buckets
         return 2 ** (buckets - 1) - 1 if buckets > 0 else 0
+
+    @property
+    def active_series_embedding(self) -> bool:
+        """Whether episodes add their series' embedding: ``series_embedding`` with metadata."""
+        return self.series_embedding and self.use_metadata
+
+    @property
+    def active_continuation_bonus(self) -> bool:
+        """Whether next episodes of started series get the continue-watching bonus."""
+        return self.continuation_bonus and self.use_metadata
+
+    @property
+    def active_next_episode_only(self) -> bool:
+        """Whether recommendations keep only each series' next episode (needs metadata)."""
+        return self.next_episode_only and self.use_metadata
 
     @property
     def head_dim(self) -> int:

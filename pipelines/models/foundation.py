@@ -8,6 +8,13 @@ objectives (next-title softmax, full or sampled with logQ correction; multi-toke
 next-genre BCE), a freshness bias on the next-title logits by each title's age at the request,
 and inference (``recommend`` and a KV cache that appends one event in one step).
 
+Series: an episode's embedding adds a learned embedding of its series, shared by all its
+episodes, so continuing a series is one pattern per series rather than one per episode, and a new
+season's episodes start from what their series has learnt. The episode that follows one in the
+history (and is not in it yet) gets a learned continue-watching bonus: in training over each
+window's prefix, at inference over the whole history. ``recommend`` keeps only each series' next
+episode (after the furthest one in the history), the unit a member can actually start.
+
 Freshness: how new a title is at the moment of a request is not in any embedding (a title's age
 changes every day, and a title released after training has no interactions at all), so the
 logits get a learned bias per log2 bucket of (request time - release date). In training the
@@ -43,12 +50,19 @@ from pipelines.models.config import (
     TOKEN_FEATURES,
     FoundationConfig,
 )
-from pipelines.models.metadata import release_days
+from pipelines.models.metadata import NO_SERIES, release_days
 
 FRESHNESS_SCALE = 10.0
 """The freshness bias is stored divided by this: AdamW moves a parameter by about the learning
 rate per step whatever its gradient, and a logit bias has to travel units, not hundredths (at
 lr 2e-3 a few hundred steps would move it by < 0.5)."""
+SERIES_POSITION_COLUMN = 4
+"""The episode's place in its series is metadata column ``num_genres + 4``."""
+CONTINUATION_SCALE = 10.0
+"""The shared continue-watching bonus is stored divided by this, for the reason of
+``FRESHNESS_SCALE``: the generator's bonus is several logits."""
+NO_SUCCESSOR = -1
+"""``title_successor`` of a film, or of a series' last episode."""
 
 # ---------------------------------------------------------------------------------------------
 # Transformer blocks
@@ -178,6 +192,7 @@ class KVCache:
     lengths: torch.Tensor  # (B,) int64: tokens held per row
     hidden: torch.Tensor  # (B, D) float: final hidden state of each row's newest token
     seen: torch.Tensor  # (B, N) bool: titles anywhere in the history (for exclude_seen)
+    offered: torch.Tensor  # (B, N) bool: successors of the history's episodes (to continue)
     last_times: torch.Tensor | None  # (B,) int64 unix seconds of each row's newest token
     titles: torch.Tensor  # (N, D) float: title embeddings at init_cache (stale if metadata changes)
 
@@ -226,6 +241,14 @@ class FoundationModel(PreTrainedModel):
         if config.active_freshness_buckets > 0:
             # One logit bias per age bucket; titles past the last bucket keep 0.
             self.freshness_bias = nn.Parameter(torch.zeros(config.active_freshness_buckets))
+        if config.active_series_embedding and config.num_series > 0:
+            self.series_embedding = nn.Embedding(config.num_series, D)
+        if config.active_continuation_bonus:
+            # bonus = CONTINUATION_SCALE * continuation_bias + hidden state . continuation_weight
+            # (plain parameters, not a Linear: they draw no random numbers, so a model without
+            # series starts exactly as before they existed)
+            self.continuation_bias = nn.Parameter(torch.zeros(()))
+            self.continuation_weight = nn.Parameter(torch.zeros(D))
         self.embedding_norm = nn.LayerNorm(D)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
@@ -240,6 +263,9 @@ class FoundationModel(PreTrainedModel):
         self.register_buffer("title_features", torch.zeros(N, config.metadata_dim))  # (N, F)
         self.register_buffer("title_age_days", torch.zeros(N))  # (N,) age at training cut-off
         self.register_buffer("title_trained", torch.zeros(N, dtype=torch.bool))  # (N,)
+        self.register_buffer("title_series", torch.full((N,), NO_SERIES))  # (N,) int64
+        # (N,) int64: the episode that follows each one in its series (title_successor)
+        self.register_buffer("title_next", torch.full((N,), NO_SUCCESSOR))
         self.register_buffer("has_metadata", torch.zeros((), dtype=torch.bool))  # ()
         # log q(title) of the sampled-softmax proposal; uniform until set_title_popularity.
         self.register_buffer("title_log_q", torch.full((N,), -math.log(N)))  # (N,)
@@ -263,6 +289,11 @@ class FoundationModel(PreTrainedModel):
             init.zeros_(module.gate_slope)
         if module.config.active_freshness_buckets > 0:
             init.zeros_(module.freshness_bias)
+        if module.config.active_series_embedding and module.config.num_series > 0:
+            init.zeros_(module.series_embedding.weight)
+        if module.config.active_continuation_bonus:
+            init.zeros_(module.continuation_bias)
+            init.zeros_(module.continuation_weight)
 
     # ----------------------------------------------------------------------------- catalogue
 
@@ -272,7 +303,11 @@ class FoundationModel(PreTrainedModel):
 
     @torch.no_grad()
     def set_title_metadata(
-        self, features: torch.Tensor, age_days: torch.Tensor, trained_mask: torch.Tensor
+        self,
+        features: torch.Tensor,
+        age_days: torch.Tensor,
+        trained_mask: torch.Tensor,
+        series: torch.Tensor | None = None,
     ) -> None:
         """Set each title's metadata; a longer catalogue than the model's grows the model.
 
@@ -280,6 +315,9 @@ class FoundationModel(PreTrainedModel):
         title age in days at the training cut-off, ``trained_mask`` (N,) bool: True for titles
         whose id embedding was trained. Untrained titles get a metadata-only embedding. N may
         exceed ``num_titles`` (titles are append-only); grow before building an optimizer.
+        ``series`` (N,) int64 series index of each title (``metadata.series_indices``,
+        ``NO_SERIES`` for films); None: no title belongs to a series. More series than
+        ``config.num_series`` grow the series table (new series start at zero).
         """
         N, F_ = features.shape
         if F_ != self.config.metadata_dim:
@@ -294,10 +332,20 @@ class FoundationModel(PreTrainedModel):
                 f"metadata for {N} titles, the model has {self.num_titles}: titles are "
                 "append-only, pass the whole catalogue"
             )
+        if series is None:
+            series = torch.full((N,), NO_SERIES)
+        if series.shape != (N,) or bool((series < NO_SERIES).any()):
+            raise ValueError("series must be (N,) int64 series indices, NO_SERIES for films")
         if N > self.num_titles:
             self._grow(N)
         device = self.title_id_embedding.weight.device
+        num_series = int(series.max()) + 1 if N > 0 else 0
+        if self.config.active_series_embedding and num_series > self.config.num_series:
+            self._grow_series(num_series)
+        self.title_series = series.to(device=device, dtype=torch.int64)
         self.title_features = features.to(device=device, dtype=torch.float32)
+        position = self.title_features[:, self.config.num_genres + SERIES_POSITION_COLUMN]
+        self.title_next = title_successor(self.title_series, position)
         self.title_age_days = age_days.to(device=device, dtype=torch.float32)
         self.title_trained = trained_mask.to(device=device, dtype=torch.bool)
         self.has_metadata = torch.ones((), dtype=torch.bool, device=device)
@@ -325,13 +373,31 @@ class FoundationModel(PreTrainedModel):
             [self.title_log_q, self.title_log_q.min().expand(num_titles - old.shape[0])]
         )
         self.title_log_q = log_q - torch.logsumexp(log_q, dim=0)
+        extra_series = self.title_series.new_full((num_titles - old.shape[0],), NO_SERIES)
+        self.title_series = torch.cat([self.title_series, extra_series])
+        self.title_next = torch.cat([self.title_next, extra_series.fill_(NO_SUCCESSOR)])
         self.config.num_titles = num_titles
+
+    def _grow_series(self, num_series: int) -> None:
+        """Append series rows at zero (the table itself when there was none): a series never
+        trained adds nothing to its episodes."""
+        D, device = self.config.d_model, self.title_id_embedding.weight.device
+        if self.config.num_series == 0:
+            self.series_embedding = nn.Embedding(num_series, D, device=device)
+            init.zeros_(self.series_embedding.weight)
+        else:
+            old = self.series_embedding.weight
+            extra = old.new_zeros(num_series - old.shape[0], D)
+            self.series_embedding.weight = nn.Parameter(torch.cat([old.data, extra]))
+            self.series_embedding.num_embeddings = num_series
+        self.config.num_series = num_series
 
     def title_embeddings(self) -> torch.Tensor:
         """(N, D): every title's embedding, input and output alike.
 
         gate * id_embedding + (1 - gate) * proj(metadata), gate = sigmoid(a + b*log1p(age))
-        for trained titles and 0 for untrained ones; the id embedding alone without metadata.
+        for trained titles and 0 for untrained ones, plus the series embedding for episodes;
+        the id embedding alone without metadata.
         In training, each title younger than ``config.cold_title_max_age_days`` at the cut-off is
         also embedded from metadata alone with probability ``config.cold_title_rate`` (redrawn
         every call).
@@ -352,7 +418,12 @@ class FoundationModel(PreTrainedModel):
             cold = cold & (self.title_age_days < self.config.cold_title_max_age_days)
             warm = warm & ~cold
         gate = (gate * warm).unsqueeze(1)  # (N, 1)
-        return gate * emb + (1.0 - gate) * meta  # (N, D)
+        mixed = gate * emb + (1.0 - gate) * meta  # (N, D)
+        if not self.config.active_series_embedding or self.config.num_series == 0:
+            return mixed
+        episode = (self.title_series != NO_SERIES).unsqueeze(1)  # (N, 1)
+        series = self.series_embedding(self.title_series.clamp(min=0))  # (N, D)
+        return mixed + series * episode  # (N, D)
 
     # ----------------------------------------------------------------------------- freshness
 
@@ -384,15 +455,65 @@ class FoundationModel(PreTrainedModel):
         return bias.masked_fill(old, 0.0), candidates
 
     def title_logits(
-        self, query: torch.Tensor, titles: torch.Tensor, request_times: torch.Tensor | None
+        self,
+        query: torch.Tensor,
+        titles: torch.Tensor,
+        request_times: torch.Tensor | None,
+        continuing: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(M, N) next-title logits of queries (M, D) over title embeddings (N, D): dot
-        products plus the freshness bias at ``request_times`` (M,) when given and enabled."""
+        products plus the freshness bias at ``request_times`` (M,) when given and enabled, plus
+        the continue-watching bonus on ``continuing`` (M, N) bool titles when given and enabled
+        (``query`` is then the hidden state the bonus reads)."""
         logits = query @ titles.T  # (M, N)
+        if continuing is not None and self.config.active_continuation_bonus:
+            # logits + bonus * continuing in one pass (the same numbers, one (M, N) less)
+            bonus = self.continuation(query)[:, None]  # (M, 1)
+            logits = torch.addcmul(logits, bonus, continuing.to(logits.dtype))  # (M, N)
         if request_times is None or self.config.active_freshness_buckets == 0:
             return logits
         bias, young = self.freshness(request_times)  # (M, Y), (Y,)
         return logits.index_add(1, young, bias.to(logits.dtype))
+
+    # ----------------------------------------------------------------------------- series
+
+    def continuation(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(M,) continue-watching logit bonus of members with final hidden states (M, D)."""
+        shared = CONTINUATION_SCALE * self.continuation_bias
+        return shared + hidden @ self.continuation_weight  # (M,)
+
+    def continuing(
+        self, titles: torch.Tensor, mask: torch.Tensor, select: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, N) bool: at each position, the titles that continue a series the prefix is in.
+
+        ``titles`` (B, T) title indices with ``mask`` (B, T) marking real tokens. A title
+        continues a series at position t when it follows (``title_next``) an episode at or
+        before t and is not itself at or before t. With ``select`` (B, T) bool only the selected
+        positions, (M, N) in the order of ``tensor[select]``.
+
+        Computed from the tokens, not per title: the successor of the token at j is offered from
+        position j until the first position its own title is at, so the cost is (B, T, T) plus
+        the (M, N) answer, not a running maximum over (B, T, N).
+        """
+        B, T = titles.shape
+        N = self.num_titles
+        following = torch.where(
+            mask, self.title_next[titles.clamp(min=0)], NO_SUCCESSOR
+        )  # (B, T) successor of each token's title
+        t = torch.arange(T, device=titles.device)  # (T,)
+        arrives = torch.where(
+            (following[:, :, None] == titles[:, None, :]) & mask[:, None, :], t, T
+        ).amin(dim=2)  # (B, T): first position holding the successor of token j, T if none
+        # offered[b, t, j]: the successor of token j continues at t, j <= t < arrives[b, j]
+        offered = (t[:, None] >= t[None, :]) & (t[:, None] < arrives[:, None, :])  # (B, T, T)
+        offered = offered & (following >= 0)[:, None, :]
+        columns = torch.where(offered, following[:, None, :], N)  # (B, T, T); N: nothing
+        columns = columns.reshape(B * T, T) if select is None else columns[select]  # (M, T)
+        out = torch.zeros(len(columns), N + 1, dtype=torch.bool, device=titles.device)
+        out.scatter_(1, columns, True)  # (M, N + 1)
+        out = out[:, :N]
+        return out.view(B, T, N) if select is None else out
 
     # ----------------------------------------------------------------------------- backbone
 
@@ -445,13 +566,17 @@ class FoundationModel(PreTrainedModel):
         times = batch.target_times
         when = None if times is None else times[valid]  # (M,) request time of each target
 
+        continuing = None
+        if self.config.active_continuation_bonus and bool((self.title_next >= 0).any()):
+            continuing = self.continuing(batch.titles, batch.mask, valid)  # (M, N)
+
         hit_at_1 = hit_at_10 = None
         if self.training:
-            next_title_loss = self._title_loss(h_valid, target, titles, when)
+            next_title_loss = self._title_loss(h_valid, target, titles, when, continuing)
         else:
             # Evaluation always scores the whole catalogue, so runs with and without sampled
             # softmax report comparable numbers.
-            logits = self.title_logits(h_valid, titles, when)  # (M, N)
+            logits = self.title_logits(h_valid, titles, when, continuing)  # (M, N)
             next_title_loss = F.cross_entropy(logits, target)
             target_logit = logits.gather(1, target[:, None])  # (M, 1)
             rank = (logits > target_logit).sum(dim=1)  # (M,) titles scored strictly higher
@@ -489,9 +614,11 @@ class FoundationModel(PreTrainedModel):
         target: torch.Tensor,
         titles: torch.Tensor,
         request_times: torch.Tensor | None,
+        continuing: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of ``target`` (M,) given queries (M, D) over title embeddings (N, D),
-        with the freshness bias at ``request_times`` (M,) when given.
+        with the freshness bias at ``request_times`` (M,) when given and the continue-watching
+        bonus on ``continuing`` (M, N) when given.
 
         Full softmax, or with ``num_sampled_negatives`` S > 0 a sampled softmax: S shared
         negatives drawn from q = exp(title_log_q), each negative logit corrected by -log(S q)
@@ -502,7 +629,8 @@ class FoundationModel(PreTrainedModel):
         """
         S = self.config.num_sampled_negatives
         if S == 0:
-            return F.cross_entropy(self.title_logits(query, titles, request_times), target)
+            logits = self.title_logits(query, titles, request_times, continuing)  # (M, N)
+            return F.cross_entropy(logits, target)
         negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
         positive = (query * titles[target]).sum(dim=1)  # (M,)
         negative = query @ titles[negatives].T - (
@@ -511,6 +639,10 @@ class FoundationModel(PreTrainedModel):
         if request_times is not None and self.config.active_freshness_buckets > 0:
             positive = positive + self.freshness(request_times, target[:, None])[0][:, 0]
             negative = negative + self.freshness(request_times, negatives)[0]
+        if continuing is not None and self.config.active_continuation_bonus:
+            bonus = self.continuation(query)  # (M,)
+            positive = positive + bonus * continuing.gather(1, target[:, None])[:, 0]
+            negative = negative + bonus[:, None] * continuing[:, negatives]
         negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
         logits = torch.cat([positive[:, None], negative], dim=1)  # (M, 1 + S)
         return F.cross_entropy(logits, torch.zeros_like(target))
@@ -526,18 +658,60 @@ class FoundationModel(PreTrainedModel):
         seen.scatter_(1, titles, True)
         return seen[:, : self.num_titles]
 
+    def _offered(self, history: SequenceBatch) -> torch.Tensor:
+        """(B, N) bool: the episodes that follow an episode of each row's history."""
+        following = torch.where(
+            history.mask, self.title_next[history.titles.clamp(min=0)], NO_SUCCESSOR
+        )  # (B, T)
+        offered = torch.zeros(
+            len(history), self.num_titles + 1, dtype=torch.bool, device=history.titles.device
+        )  # (B, N + 1); column N catches pads and titles without a successor
+        offered.scatter_(1, torch.where(following >= 0, following, self.num_titles), True)
+        return offered[:, : self.num_titles]
+
+    def beyond_next_episode(self, seen: torch.Tensor) -> torch.Tensor:
+        """(B, N) bool: episodes after each row's next one in their series.
+
+        A row's next episode of a series is the first (by series position) after the furthest
+        one in its history, ``seen`` (B, N), whatever the action (an episode shown to or listed
+        by the member counts, as ``exclude_seen`` removes it too), or the series' first episode
+        when the history has none. Episodes with the same position (a catalogue that does not
+        number them) are never past it.
+        """
+        series = self.title_series  # (N,)
+        episode = series != NO_SERIES  # (N,)
+        B = seen.shape[0]
+        if not bool(episode.any()):
+            return torch.zeros_like(seen)
+        position = self.title_features[:, self.config.num_genres + SERIES_POSITION_COLUMN]
+        column = series.clamp(min=0).expand(B, -1)  # (B, N) series of each title
+        S = int(series.max()) + 1
+        inf = torch.tensor(float("inf"), device=seen.device)
+        furthest = torch.full((B, S), -inf, device=seen.device).scatter_reduce(
+            1, column, torch.where(seen & episode, position, -inf), "amax"
+        )  # (B, S) position of the furthest episode seen, -inf if none
+        ahead = episode & (position > furthest.gather(1, column))  # (B, N)
+        following = torch.full((B, S), inf, device=seen.device).scatter_reduce(
+            1, column, torch.where(ahead, position, inf), "amin"
+        )  # (B, S) position of the next episode
+        return episode & (position > following.gather(1, column))  # (B, N)
+
     def _top_k(
         self,
         hidden: torch.Tensor,
         seen: torch.Tensor,
+        offered: torch.Tensor,
         k: int,
         exclude_seen: bool,
         titles: torch.Tensor,
         request_times: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.title_logits(hidden, titles, request_times)  # (B, N)
+        continuing = offered & ~seen  # (B, N)
+        scores = self.title_logits(hidden, titles, request_times, continuing)  # (B, N)
         if exclude_seen:
             scores = scores.masked_fill(seen, float("-inf"))
+        if self.config.active_next_episode_only:
+            scores = scores.masked_fill(self.beyond_next_episode(seen), float("-inf"))
         top = scores.topk(min(k, self.num_titles), dim=1)
         return top.indices, top.values
 
@@ -558,7 +732,8 @@ class FoundationModel(PreTrainedModel):
         """Top-k titles after each history: (ids (B, k) int64 title index, scores (B, k)).
 
         Scores come from each row's latest ``max_len`` tokens; ``exclude_seen`` removes every
-        title anywhere in the passed history. Rows may be longer than the window.
+        title anywhere in the passed history, and ``config.next_episode_only`` every episode
+        after a series' next one (-inf scores). Rows may be longer than the window.
         ``request_times`` (B,) int64 unix seconds of the requests (default: each row's newest
         token time) set each title's freshness; a history without times and no request times
         is scored without freshness.
@@ -570,16 +745,20 @@ class FoundationModel(PreTrainedModel):
         rows = torch.arange(len(window), device=h.device)
         last = h[rows, window.lengths - 1]  # (B, D)
         when = history.last_times if request_times is None else request_times
-        return self._top_k(last, self._seen(history), k, exclude_seen, titles, when)
+        seen, offered = self._seen(history), self._offered(history)
+        return self._top_k(last, seen, offered, k, exclude_seen, titles, when)
 
     @torch.no_grad()
     def init_cache(self, history: SequenceBatch) -> KVCache:
         """Run each history's latest window once and keep its keys and values."""
         self._check_history(history)
         window = history.latest(self.config.max_len)  # (B, T)
-        return self._prefill(window, self._seen(history), self.title_embeddings())
+        seen, offered = self._seen(history), self._offered(history)
+        return self._prefill(window, seen, offered, self.title_embeddings())
 
-    def _prefill(self, window: SequenceBatch, seen: torch.Tensor, titles: torch.Tensor) -> KVCache:
+    def _prefill(
+        self, window: SequenceBatch, seen: torch.Tensor, offered: torch.Tensor, titles: torch.Tensor
+    ) -> KVCache:
         B, T = window.titles.shape
         W, H, Dh = self.config.max_len, self.config.n_heads, self.config.head_dim
         x = self._embed(window, self._positions(window), titles)  # (B, T, D)
@@ -596,7 +775,9 @@ class FoundationModel(PreTrainedModel):
         lengths = window.lengths  # (B,)
         hidden = h[torch.arange(B, device=h.device), lengths - 1]  # (B, D)
         padded = _pad_to(window, W)
-        return KVCache(keys, values, padded, lengths, hidden, seen, window.last_times, titles)
+        return KVCache(
+            keys, values, padded, lengths, hidden, seen, offered, window.last_times, titles
+        )
 
     @torch.no_grad()
     def step(self, cache: KVCache, token: SequenceBatch) -> KVCache:
@@ -609,10 +790,11 @@ class FoundationModel(PreTrainedModel):
         if (token.times is None) != (cache.window.times is None):
             raise ValueError("the token and the cached history must both carry times, or neither")
         cache.seen[torch.arange(len(token), device=cache.seen.device), token.titles[:, 0]] = True
+        cache.offered |= self._offered(token)
         W = self.config.max_len
         if bool((cache.lengths >= W).any()):
             slid = _append(cache.window, cache.lengths, token).latest(W)  # (B, W)
-            return self._prefill(slid, cache.seen, cache.titles)
+            return self._prefill(slid, cache.seen, cache.offered, cache.titles)
         positions = cache.lengths[:, None]  # (B, 1)
         x = self._embed(token, positions, cache.titles)  # (B, 1, D)
         for block, cache_k, cache_v in zip(self.blocks, cache.keys, cache.values, strict=True):
@@ -634,7 +816,26 @@ class FoundationModel(PreTrainedModel):
         """``recommend`` for the histories a cache holds: (ids (B, k), scores (B, k)), with the
         same ``request_times`` default (each row's newest token time)."""
         when = cache.last_times if request_times is None else request_times
-        return self._top_k(cache.hidden, cache.seen, k, exclude_seen, cache.titles, when)
+        return self._top_k(
+            cache.hidden, cache.seen, cache.offered, k, exclude_seen, cache.titles, when
+        )
+
+
+def title_successor(series: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """(N,) int64: the title index of the episode after each one in its series, by ``position``
+    (N,) within ``series`` (N,) (``NO_SERIES`` for films); ``NO_SUCCESSOR`` for films, a
+    series' last episode, and episodes sharing their position with the next (unnumbered)."""
+    successor = torch.full_like(series, NO_SUCCESSOR)
+    episodes = torch.nonzero(series != NO_SERIES).squeeze(1)  # (E,)
+    if len(episodes) < 2:
+        return successor
+    # Sort by series, then position: a stable sort on position, then on series.
+    by_position = episodes[torch.sort(position[episodes], stable=True).indices]
+    ordered = by_position[torch.sort(series[by_position], stable=True).indices]  # (E,)
+    current, following = ordered[:-1], ordered[1:]
+    linked = (series[current] == series[following]) & (position[current] < position[following])
+    successor[current[linked]] = following[linked]
+    return successor
 
 
 def _pad_to(batch: SequenceBatch, width: int) -> SequenceBatch:

@@ -6,6 +6,8 @@ has one definition of what "metadata" means. Missing values (the contract's null
 map to documented neutral values rather than failing, since real catalogues are incomplete.
 The release date is fed as fractional years, fine enough that ``release_days`` reads the date
 back to the day: the model's freshness bias measures a title's age at each request from it.
+Episodes also get their series as an index (``series_indices``), so the model can learn one
+embedding per series instead of one pattern per episode.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ episodes are not recommended, so "the earliest unseen episode of a series" is th
 
 @dataclass(frozen=True)
 class TitleMetadata:
-    """The three tensors ``set_title_metadata`` takes, row i = title index i."""
+    """The tensors ``set_title_metadata`` takes, row i = title index i."""
 
     features: torch.Tensor  # (N, G + 5) float32: genre multi-hot, release date, runtime,
     # maturity, is-series, series position
     age_days: torch.Tensor  # (N,) float32: days from release to the cut-off, >= 0
     trained_mask: torch.Tensor  # (N,) bool: title has interactions in the training data
+    series: torch.Tensor  # (N,) int64: series index (see series_indices), NO_SERIES for films
 
 
 def title_metadata(
@@ -92,7 +95,29 @@ def title_metadata(
         )
         age_days[i] = max((cutoff - released).days, 0)
     trained = torch.tensor([t in trained_title_ids for t in title_ids], dtype=torch.bool)
-    return TitleMetadata(features, age_days, trained)
+    series = torch.tensor(series_indices(rows["series_id"].tolist()), dtype=torch.int64)
+    return TitleMetadata(features, age_days, trained, series)
+
+
+NO_SERIES = -1
+"""Series index of a film (or an episode whose series the catalogue does not name)."""
+
+
+def series_indices(series_ids: Sequence[object]) -> list[int]:
+    """Each title's series as 0, 1, 2 ... in order of the series' first title, ``NO_SERIES``
+    for titles without a series id (``series_ids`` in title-index order).
+
+    Title indices only ever append, so a series keeps its index as the catalogue grows and a new
+    series gets the next one: a model trained on a prefix of the catalogue reads the same series.
+    """
+    index: dict[str, int] = {}
+    out = []
+    for series_id in series_ids:
+        if isinstance(series_id, str) and series_id != "":
+            out.append(index.setdefault(series_id, len(index)))
+        else:
+            out.append(NO_SERIES)
+    return out
 
 
 def release_feature(released: date) -> float:

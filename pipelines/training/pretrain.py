@@ -224,6 +224,7 @@ def _pretrain(
             "num_titles": len(title_ids),
             "num_genres": len(genres),
             "genres": genres,
+            "num_series": int(metadata.series.max()) + 1 if len(title_ids) else 0,
             **(model_overrides or {}),
         },
     )
@@ -235,7 +236,9 @@ def _pretrain(
 
     seed_everything(seed)
     model = FoundationModel(model_config)
-    model.set_title_metadata(metadata.features, metadata.age_days, metadata.trained_mask)
+    model.set_title_metadata(
+        metadata.features, metadata.age_days, metadata.trained_mask, metadata.series
+    )
     model.set_title_popularity(torch.from_numpy(counts))
 
     checkpoint_dir = Path(checkpoint_dir or output_dir / CHECKPOINT_DIR)

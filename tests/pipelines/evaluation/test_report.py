@@ -139,3 +139,26 @@ def test_quality_bars_without_the_oracle_are_undefined_not_zero():
     assert "| n/a |" in bars_markdown(bars)
     with pytest.raises(ValueError, match="not in the metrics table"):
         quality_bars(table, "sasrec")
+
+
+def test_a_bar_the_oracle_itself_misses_says_it_is_out_of_reach():
+    # 126 new titles: putting them first in random order has recall@50 ~ 50/126 = 0.4; the
+    # oracle, ranking them among the whole catalogue, reaches 0.75 = 1.9 x that, under 2 x.
+    table = metrics_table(
+        {
+            "foundation": {"ndcg_at_10": 0.30, "cold_start_recall_at_50": 0.45},
+            "oracle": {"ndcg_at_10": 0.40, "cold_start_recall_at_50": 0.75},
+            "most_popular": {"ndcg_at_10": 0.10, "cold_start_recall_at_50": 0.0},
+            "most_popular_new": {"ndcg_at_10": 0.01, "cold_start_recall_at_50": 0.40},
+        }
+    )
+    bars = quality_bars(table, "foundation")
+    cold = bars.loc["cold_start_recall_at_50_vs_most_popular_new"]
+    assert cold["ratio"] == pytest.approx(1.125) and not cold["passed"]
+    assert (
+        cold["note"] == "out of reach here: even the oracle (the best possible ranking) "
+        "reaches 1.88 x most_popular_new"
+    )
+    # A bar the oracle clears has no such note, and the bar against the oracle never does.
+    assert bars.loc["ndcg_at_10_vs_most_popular", "note"] == ""
+    assert bars.loc["ndcg_at_10_vs_oracle", "note"] == ""
