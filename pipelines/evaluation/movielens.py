@@ -9,13 +9,19 @@ the model fitted on training interactions, then refits on training + validation 
 
 A model enters the benchmark as a name and a function ``split -> fitted Recommender`` that does
 its own selection and refit. The foundation model and its SASRec ablation choose their training
-length by early stopping on the validation targets and are not refitted (as in SASRec: the test
-history ends with the validation item, which the model reads as input). The full model reads
-each rating as an action token (rated_high >= 4, rated_low <= 2, else watched) and each title's
-genres and release year; the SASRec ablation reads titles only.
+length by early stopping on the validation targets' NDCG@10 (full ranking, seen titles
+excluded) and keep the best-validated weights; they are not refitted (as in SASRec: the test
+history ends with the validation item, which the model reads as input). With ``--select-from``
+each of them also chooses its fit preset by a rule on the validation targets: every candidate
+trains ``--screen-minutes`` of CPU, the best validation NDCG@10 is refitted with the full
+budget (the same code for both models and every data set). The full model reads each rating as
+an action token (rated_high >= 4, rated_low <= 2, else watched); the SASRec ablation reads
+titles only.
 
 Run it with ``python -m pipelines.evaluation.movielens DATASET_DIR [--out REPORT_DIR]
-[--models most_popular,als,foundation,sasrec] [--train-minutes 12] [--threads 1]``.
+[--models most_popular,als,foundation,sasrec] [--train-minutes 12] [--threads 1] [--seed 0]
+[--select-from cpu --screen-minutes 3 [--screen-only]]``. DATASET_DIR is any GroupLens layout
+that ``pipelines.sources.movielens`` reads (ml-100k, ml-1m, ml-latest(-small), ml-20m/25m/32m).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pipelines.evaluation.baselines import (
 )
 from pipelines.evaluation.foundation import (
     FIT_PRESETS,
+    SCREEN_GRIDS,
     FoundationFitConfig,
     FoundationRecommender,
     TokenFeatures,
@@ -67,10 +74,55 @@ def load_leave_one_out(
     return leave_one_out_split(index_interactions(read_ratings(Path(dataset_dir))), config)
 
 
-def foundation_models(
-    dataset_dir: Path, fit: FoundationFitConfig = FIT_PRESETS["cpu"]
-) -> dict[str, FitForTest]:
-    """The foundation model (ratings as actions, title metadata) and its SASRec ablation."""
+def screen(
+    split: LeaveOneOutSplit,
+    build: Callable[[FoundationFitConfig], FoundationRecommender],
+    candidates: Mapping[str, FoundationFitConfig],
+) -> pd.DataFrame:
+    """Fit every candidate on ``split.train`` and score it on ``split.validation`` only.
+
+    Rows: candidate labels; columns: the validation metrics (``summarise``), optimizer steps,
+    the best-validated step and the CPU seconds of the fit. The test targets are never read.
+    """
+    rows = {}
+    for label, config in candidates.items():
+        model = build(config)
+        model.fit(split)
+        result = model.train_result
+        rows[label] = {
+            **summarise(rank_targets(model, split.validation)),
+            "steps": result.steps if result else 0,
+            "best_step": result.best_step if result else None,
+            "fit_cpu_seconds": model.fit_cpu_seconds,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "candidate"
+    return table
+
+
+def best_on_validation(table: pd.DataFrame, metric: str = "ndcg_at_10") -> str:
+    """The candidate with the highest validation ``metric`` (the first listed on a tie)."""
+    return str(table[metric].idxmax())
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the transformers are chosen: fixed presets, or a screen of candidates."""
+
+    foundation: FoundationFitConfig = FIT_PRESETS["cpu"]
+    sasrec: FoundationFitConfig | None = None  # None: sasrec(foundation)
+    # Screen these presets (each model's own variant) with screen_minutes of CPU each on the
+    # validation items, then refit the best validation NDCG@10 with the foundation/sasrec
+    # budget, seed and name. Empty: no screen, the presets above are used as they are.
+    candidates: tuple[str, ...] = ()
+    screen_minutes: float = 3.0
+    on_screen: Callable[[str, pd.DataFrame], None] | None = None  # sees each model's screen
+
+
+def model_builders(
+    dataset_dir: Path,
+) -> dict[str, Callable[[FoundationFitConfig], FoundationRecommender]]:
+    """Unfitted "foundation" (ratings as actions) and "sasrec" (titles only) for a fit config."""
     from pipelines.sources.movielens import read_ratings, read_titles
 
     ratings = read_ratings(Path(dataset_dir))
@@ -80,19 +132,73 @@ def foundation_models(
     )
     titles = read_titles(Path(dataset_dir))
 
-    def fit_foundation(split: LeaveOneOutSplit) -> Recommender:
-        if split.train.n_items != interactions.n_items:
-            raise ValueError("the split was not cut from this dataset's ratings")
-        model = FoundationRecommender(fit, titles=titles, features=features)
-        model.fit(split)
-        return model
+    def build_foundation(config: FoundationFitConfig) -> FoundationRecommender:
+        return FoundationRecommender(config, titles=titles, features=features)
 
-    def fit_sasrec(split: LeaveOneOutSplit) -> Recommender:
-        model = FoundationRecommender(sasrec(fit))
-        model.fit(split)
-        return model
+    def build_sasrec(config: FoundationFitConfig) -> FoundationRecommender:
+        return FoundationRecommender(sasrec(config))
 
-    return {fit.name: fit_foundation, "sasrec": fit_sasrec}
+    return {"foundation": build_foundation, "sasrec": build_sasrec}
+
+
+def foundation_models(
+    dataset_dir: Path, fit: FoundationFitConfig | Selection = FIT_PRESETS["cpu"]
+) -> dict[str, FitForTest]:
+    """The foundation model (ratings as actions) and its SASRec ablation, each fitted with
+    ``fit`` or, when ``fit`` is a ``Selection`` with candidates, with the candidate its own
+    screen on the validation items chose (the same rule for both models and every data set)."""
+    selection = fit if isinstance(fit, Selection) else Selection(foundation=fit)
+    builders = model_builders(dataset_dir)
+    n_items = read_n_items(dataset_dir)
+
+    def fitter(name: str, final: FoundationFitConfig) -> FitForTest:
+        build = builders[name]
+
+        def fit_model(split: LeaveOneOutSplit) -> Recommender:
+            if split.train.n_items != n_items:
+                raise ValueError("the split was not cut from this dataset's ratings")
+            config = final
+            if selection.candidates:
+                table = screen(split, build, screen_candidates(selection, final))
+                if selection.on_screen is not None:
+                    selection.on_screen(name, table)
+                chosen = FIT_PRESETS[best_on_validation(table)]
+                config = replace(
+                    chosen, name=final.name, seed=final.seed, train_minutes=final.train_minutes
+                )
+            model = build(config)
+            model.fit(split)
+            return model
+
+        return fit_model
+
+    foundation = selection.foundation
+    return {
+        foundation.name: fitter("foundation", foundation),
+        "sasrec": fitter("sasrec", selection.sasrec or foundation),
+    }
+
+
+def read_n_items(dataset_dir: Path) -> int:
+    """Titles rated in the data set: the size of every split's item index."""
+    from pipelines.sources.movielens import read_ratings
+
+    return int(read_ratings(Path(dataset_dir))["title_id"].nunique())
+
+
+def screen_candidates(
+    selection: Selection, final: FoundationFitConfig
+) -> dict[str, FoundationFitConfig]:
+    """The selection's candidate presets with the screen's budget and the final run's seed."""
+    return {
+        label: replace(
+            FIT_PRESETS[label],
+            name=final.name,
+            seed=final.seed,
+            train_minutes=selection.screen_minutes,
+        )
+        for label in selection.candidates
+    }
 
 
 def fit_most_popular(
@@ -193,10 +299,52 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "of one-thread CPU; other load on the machine costs wall time, not steps; default: the "
         "preset's epochs with early stopping)",
     )
+    parser.add_argument(
+        "--sasrec-preset",
+        default=None,
+        choices=sorted(FIT_PRESETS),
+        help="the SASRec ablation's fit preset (default: --fit-preset's)",
+    )
+    parser.add_argument(
+        "--select-from",
+        default=None,
+        help="screen these fit presets (a grid name: "
+        + ", ".join(sorted(SCREEN_GRIDS))
+        + "; or presets, comma-separated) on the validation items with --screen-minutes each, "
+        "per model, and refit each model's best validation NDCG@10 with --train-minutes "
+        "(overrides --fit-preset / --sasrec-preset)",
+    )
+    parser.add_argument(
+        "--screen-minutes", type=float, default=3.0, help="CPU minutes per screened candidate"
+    )
+    parser.add_argument(
+        "--screen-only",
+        action="store_true",
+        help="with --select-from: print each model's validation screen and stop (no test)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of foundation and sasrec")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args(argv)
     args.models = [name for value in args.models for name in value.split(",") if name]
+    if args.select_from is not None:
+        names = SCREEN_GRIDS.get(args.select_from) or tuple(
+            name for name in args.select_from.split(",") if name
+        )
+        unknown = sorted(set(names) - set(FIT_PRESETS))
+        if unknown:
+            parser.error(f"unknown fit presets {unknown}; choose from {sorted(FIT_PRESETS)}")
+        args.select_from = tuple(names)
+    elif args.screen_only:
+        parser.error("--screen-only needs --select-from")
     return args
+
+
+def _print_table(title: str, table: pd.DataFrame) -> None:
+    with pd.option_context(
+        "display.float_format", "{:.4f}".format, "display.width", 200, "display.max_columns", None
+    ):
+        print(title)
+        print(table, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,21 +362,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"unknown models {sorted(unknown)}; choose from {sorted(known)}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    try:
+        split = load_leave_one_out(args.dataset_dir)
+    except (FileNotFoundError, ValueError) as error:  # not a MovieLens folder, or no ratings
+        raise SystemExit(f"cannot read {args.dataset_dir}: {error}") from error
     available: dict[str, FitForTest] = {MostPopular.name: lambda split: fit_most_popular(split)}
-    if ALSRecommender.name in args.models:  # a Spark JVM only when ALS runs
+    if ALSRecommender.name in args.models and not args.screen_only:  # a JVM only for ALS
         spark = build_spark_session(Settings.from_env(), app_name="reelfm-movielens-benchmark")
         available.update(baseline_models(spark))
     if {"foundation", "sasrec"} & set(args.models):
-        fit = replace(FIT_PRESETS[args.fit_preset], train_minutes=args.train_minutes)
-        available.update(foundation_models(args.dataset_dir, fit))
-    result = run_leave_one_out(
-        load_leave_one_out(args.dataset_dir), {name: available[name] for name in args.models}
-    )
-    with pd.option_context(
-        "display.float_format", "{:.4f}".format, "display.width", 200, "display.max_columns", None
-    ):
-        print(f"{args.dataset_dir.name}: {len(result.split.test)} test users")
-        print(result.table)
+
+        def budgeted(preset: str) -> FoundationFitConfig:
+            return replace(FIT_PRESETS[preset], train_minutes=args.train_minutes, seed=args.seed)
+
+        def show(name: str, table: pd.DataFrame) -> None:
+            _print_table(
+                f"{args.dataset_dir.name} {name}: validation screen (seed {args.seed}), "
+                f"best NDCG@10: {best_on_validation(table)}",
+                table,
+            )
+
+        selection = Selection(
+            foundation=budgeted(args.fit_preset),
+            sasrec=budgeted(args.sasrec_preset or args.fit_preset),
+            candidates=args.select_from or (),
+            screen_minutes=args.screen_minutes,
+            on_screen=show,
+        )
+        if args.screen_only:
+            builders = model_builders(args.dataset_dir)
+            for name in args.models:
+                if name in builders:
+                    final = selection.foundation if name == "foundation" else selection.sasrec
+                    candidates = screen_candidates(selection, final)
+                    show(name, screen(split, builders[name], candidates))
+            return 0
+        available.update(foundation_models(args.dataset_dir, selection))
+    result = run_leave_one_out(split, {name: available[name] for name in args.models})
+    _print_table(f"{args.dataset_dir.name}: {len(result.split.test)} test users", result.table)
     if args.out is not None:
         paths = write_report(args.out, result.table, ranked=result.ranked)
         print(f"report: {paths.markdown}")

@@ -1,13 +1,16 @@
-"""The MovieLens leave-one-out runner on the real ml-100k files (most-popular only: seconds)."""
+"""The MovieLens leave-one-out runner on the real files (most-popular only: seconds), the ml-1m
+layout, and the selection of fit presets on the validation items."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipelines.evaluation.baselines import MostPopular
 from pipelines.evaluation.movielens import (
+    best_on_validation,
     fit_most_popular,
     leave_one_out_benchmark,
     load_leave_one_out,
@@ -40,3 +43,48 @@ def test_command_line_writes_a_report(spark, shared_datasets: Path, tmp_path: Pa
     )
     assert "most_popular" in capsys.readouterr().out
     assert (out / "metrics.md").is_file() and (out / "ndcg_by_history_length.png").is_file()
+
+
+def _hand_made_ml_1m(folder: Path, shared_datasets: Path) -> Path:
+    """ml-1m's real catalogue beside a small ``ratings.dat`` in its format (the real one is not
+    in the shared folder): 140 members who each rate 8 films in a row of the first 40."""
+    folder.mkdir()
+    (folder / "movies.dat.gz").symlink_to(shared_datasets / "ml-1m" / "movies.dat.gz")
+    lines = []
+    for user in range(1, 141):
+        for t in range(8):
+            movie = 1 + (user + t) % 40
+            lines.append(f"{user}::{movie}::{1 + (user + t) % 5}::{978_300_000 + 60 * t}")
+    (folder / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    return folder
+
+
+def test_ml_1m_layout_runs_and_a_missing_ratings_file_says_so(
+    shared_datasets: Path, tmp_path: Path, capsys
+):
+    with pytest.raises(SystemExit, match="ratings.dat"):
+        main([str(shared_datasets / "ml-1m"), "--models", "most_popular"])
+    folder = _hand_made_ml_1m(tmp_path / "ml-1m", shared_datasets)
+    assert main([str(folder), "--models", "most_popular"]) == 0
+    assert "ml-1m: 140 test users" in capsys.readouterr().out
+
+
+def test_selection_screens_on_validation_and_refits_the_best(
+    shared_datasets: Path, tmp_path: Path, capsys
+):
+    folder = _hand_made_ml_1m(tmp_path / "ml-1m", shared_datasets)
+    args = [str(folder), "--models", "sasrec,most_popular", "--threads", "1", "--seed", "1"]
+    budget = ["--select-from", "tiny", "--screen-minutes", "0.005", "--train-minutes", "0.005"]
+    assert main([*args, *budget, "--screen-only"]) == 0
+    out = capsys.readouterr().out
+    assert "sasrec: validation screen (seed 1), best NDCG@10: tiny" in out
+    assert "test users" not in out  # the screen never scores the test items
+    assert main([*args, *budget]) == 0
+    out = capsys.readouterr().out
+    assert "validation screen" in out and "ml-1m: 140 test users" in out
+
+
+def test_best_on_validation_takes_the_highest_ndcg():
+    table = pd.DataFrame({"ndcg_at_10": [0.02, 0.05, 0.05], "hr_at_10": [0.9, 0.1, 0.1]})
+    table.index = ["a", "b", "c"]
+    assert best_on_validation(table) == "b"
