@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
@@ -111,3 +112,25 @@ def last_commit_metrics(spark: SparkSession, path: str) -> dict[str, str]:
     metrics = dict(row["operationMetrics"] or {})
     metrics["delta_version"] = str(row["version"])
     return metrics
+
+
+def detach(df: DataFrame) -> DataFrame:
+    """``df`` computed now and kept in executor memory (spilling to disk) under a plan naming no table.
+
+    Writing a table makes Spark recache every cached plan that reads it: a cached frame derived
+    from a table the same step then writes (silver's previous-day tail of
+    ``silver/session_events``, gold's ``gold/member_positions``) would be recomputed from scratch
+    after the write, and with it every cache built on top of it (the day's sessionised events,
+    the tokens). A detached frame keeps its rows whatever is written. Free it with ``release``.
+    """
+    return df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+
+
+def release(df: DataFrame) -> None:
+    """Drop the blocks of a ``detach``ed frame now, instead of whenever the JVM collects it."""
+    jdf = getattr(df, "_jdf", None)  # Spark Connect: the server frees them with the session
+    if jdf is None:
+        return
+    plan = jdf.logicalPlan()
+    if plan.getClass().getSimpleName() == "LogicalRDD":
+        plan.rdd().unpersist(False)

@@ -37,10 +37,22 @@ from pipelines.ingest.rules import (
     classify_events,
     duplicate_event_ids,
     parse_events,
+    reason_names,
     reject_duplicates,
 )
-from pipelines.ingest.validation import ValidationOutcome, validate_accepted_events
-from pipelines.lake import read_partitions, replace_partitions, table_exists
+from pipelines.ingest.validation import (
+    ValidationOutcome,
+    validate_accepted_witness,
+    witness_aggregates,
+)
+from pipelines.lake import (
+    detach,
+    last_commit_metrics,
+    read_partitions,
+    release,
+    replace_partitions,
+    table_exists,
+)
 from pipelines.schemas import BRONZE_EVENTS, BRONZE_EVENTS_REJECTED, SKIPPING_STATS
 from pipelines.settings import Settings
 
@@ -131,23 +143,42 @@ def ingest_events_day(
     for part in parts[1:]:
         classified = classified.unionByName(part)
     classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
-    cached = [classified]
+    cached, detached = [classified], []
     try:
-        duplicates = duplicate_event_ids(classified).persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(duplicates)
-        if duplicates.count():  # the first action: it also fills the cache of `classified`
-            # Cached and counted, the duplicates carry exact statistics, so each reader below
+        # Ids the previous day accepted count as earlier copies of this day's late rows.
+        accepted_before = read_partitions(
+            spark, settings.table_path("bronze", "events"), day - dt.timedelta(days=1)
+        )
+        # Detached (lake.detach), not cached: it reads bronze/events, which is written below,
+        # and a write recomputes every cache that reads the written table. Computing it is the
+        # first action: it also fills the cache of `classified`.
+        duplicates = detach(duplicate_event_ids(classified, accepted_before, day))
+        detached.append(duplicates)
+        if duplicates.count():
+            # Materialised, the duplicates carry exact statistics, so each reader below
             # broadcasts them when they are few and shuffles only when a whole file was re-sent.
             classified = reject_duplicates(classified, duplicates)
-        by_reason = {
-            row["reason"]: row["count"] for row in classified.groupBy("reason").count().collect()
-        }
-        accepted_count = by_reason.pop(None, 0)
-        received = accepted_count + sum(by_reason.values())
+        # One pass over the cache: the count of every reason and the values GE's suite is
+        # decided by (validation.witness_aggregates), instead of a job per expectation.
+        is_accepted = F.col("reason").isNull()
+        names = reason_names(rules)
+        stats = classified.agg(
+            F.count(F.lit(1)).alias("_received"),
+            F.count_if(is_accepted).alias("_accepted"),
+            *[F.count_if(F.col("reason") == name).alias(f"_r{i}") for i, name in enumerate(names)],
+            *witness_aggregates(is_accepted),
+        ).first()
+        by_reason = {name: stats[f"_r{i}"] for i, name in enumerate(names) if stats[f"_r{i}"]}
+        accepted_count, received = stats["_accepted"], stats["_received"]
+        if accepted_count + sum(by_reason.values()) != received:  # a reason reason_names lacks
+            by_reason = {
+                row["reason"]: row["count"]
+                for row in classified.where(~is_accepted).groupBy("reason").count().collect()
+            }
 
-        accepted = classified.where(F.col("reason").isNull()).withColumn("event_date", F.lit(day))
+        accepted = classified.where(is_accepted).withColumn("event_date", F.lit(day))
         accepted = accepted.select([F.col(f.name) for f in BRONZE_EVENTS.fields])
-        validation = validate_accepted_events(accepted, day, rules)
+        validation = validate_accepted_witness(stats.asDict(), accepted_count, accepted, day, rules)
         if not validation.success:
             raise RuntimeError(
                 f"Great Expectations failed on rows the ingestion rules accepted for {day}: "
@@ -189,6 +220,8 @@ def ingest_events_day(
     finally:
         for frame in cached:
             frame.unpersist()
+        for frame in detached:
+            release(frame)
 
     report = IngestReport(
         day=day,
@@ -204,11 +237,21 @@ def ingest_events_day(
 
 
 def _check_nothing_lost(spark: SparkSession, settings: Settings, report: IngestReport) -> None:
-    """Re-count what landed in Delta: a mismatch is a bug, and must not pass silently."""
-    stored = {
-        name: read_partitions(spark, settings.table_path("bronze", name), report.day).count()
-        for name in ("events", "events_rejected")
-    }
+    """Check what Delta committed for the day against the counts: a mismatch is a bug.
+
+    The rows each write committed (its commit's ``numOutputRows``: the whole partition, as the
+    write replaced it) are read from the Delta log; a table whose commits carry no metrics is
+    re-counted instead.
+    """
+    stored = {}
+    for name in ("events", "events_rejected"):
+        path = settings.table_path("bronze", name)
+        written = last_commit_metrics(spark, path).get("numOutputRows")
+        stored[name] = (
+            int(written)
+            if written is not None
+            else read_partitions(spark, path, report.day).count()
+        )
     if stored["events"] != report.accepted or stored["events_rejected"] != report.rejected:
         raise RuntimeError(
             f"Row accounting broke for {report.day}: received {report.received}, "

@@ -154,6 +154,21 @@ def _reason_rules(
     return checks
 
 
+DUPLICATE_REASON = "duplicate_event_id"
+"""The reason of a later valid copy of an ``event_id`` (``reject_duplicates``)."""
+
+
+def reason_names(rules: IngestRules | None = None) -> tuple[str, ...]:
+    """Every reason a line can be rejected with, text and typed rules together, in rule order."""
+    day, ingested = dt.date(2000, 1, 1), F.lit(None).cast("timestamp")
+    names: list[str] = []
+    for from_text in (True, False):
+        for name, _ in _reason_rules(day, rules or IngestRules(), ingested, from_text):
+            if name not in names:
+                names.append(name)
+    return (*names, DUPLICATE_REASON)
+
+
 def classify_events(
     parsed: DataFrame,
     day: dt.date,
@@ -188,21 +203,47 @@ def classify_events(
 _LINE = ("source_file", "_block", "_row")
 
 
-def duplicate_event_ids(classified: DataFrame) -> DataFrame:
+def duplicate_event_ids(
+    classified: DataFrame, accepted_before: DataFrame | None = None, day: dt.date | None = None
+) -> DataFrame:
     """``event_id`` → ``_first`` (file, block, row of its first valid copy), for ids valid more than once.
 
     A count per id first (a hash aggregate: only ids are shuffled, never rows, and nothing is
     sorted), then the first copy is picked among the few rows of duplicated ids only. Only valid
     rows compete, so a broken earlier copy never evicts a good one.
+
+    ``accepted_before`` (the previous day's ``bronze/events``) catches an event re-sent a day
+    later: a late valid row (``event_ts`` before ``day``) whose id that day already accepted.
+    Its first copy is the previous day's (``_first`` is ``("", -1, -1)``, before every line), so
+    every copy of it in this day is a duplicate. Only the late rows' ids are looked up.
     """
     valid = classified.where(F.col("reason").isNull())
     repeated = valid.groupBy("event_id").count().where(F.col("count") > 1).select("event_id")
     copies = valid.join(F.broadcast(repeated), "event_id", "left_semi")
-    return copies.groupBy("event_id").agg(F.min(F.struct(*_LINE)).alias("_first"))
+    found = copies.groupBy("event_id").agg(F.min(F.struct(*_LINE)).alias("_first"))
+    if accepted_before is None or day is None:
+        return found
+    late = valid.where(F.col("event_ts") < F.lit(dt.datetime.combine(day, dt.time.min)))
+    resent = accepted_before.select("event_id").join(
+        late.select("event_id"), "event_id", "left_semi"
+    )
+    earlier_day = F.struct(
+        F.lit("").alias("source_file"),
+        F.lit(-1).cast("long").alias("_block"),
+        F.lit(-1).cast("long").alias("_row"),
+    )
+    return (
+        found.unionByName(resent.select("event_id", earlier_day.alias("_first")))
+        .groupBy("event_id")
+        .agg(F.min("_first").alias("_first"))
+    )
 
 
 def reject_duplicates(classified: DataFrame, duplicates: DataFrame) -> DataFrame:
-    """Reject every valid copy of a duplicated ``event_id`` but the first (by file, then line)."""
+    """Reject every valid copy of a duplicated ``event_id`` but the first (by file, then line).
+
+    A copy of an id the previous day accepted has no first copy in this day: all are rejected.
+    """
     later_copy = (
         F.col("reason").isNull()
         & F.col("_first").isNotNull()
@@ -211,7 +252,7 @@ def reject_duplicates(classified: DataFrame, duplicates: DataFrame) -> DataFrame
     return (
         classified.join(duplicates, "event_id", "left")
         .withColumn(
-            "reason", F.when(later_copy, F.lit("duplicate_event_id")).otherwise(F.col("reason"))
+            "reason", F.when(later_copy, F.lit(DUPLICATE_REASON)).otherwise(F.col("reason"))
         )
         .drop("_first")
     )

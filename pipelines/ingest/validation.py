@@ -3,8 +3,18 @@
 ``rules.py`` rejects rows one by one with a reason; this suite then certifies the accepted side
 as a whole (types, enums, non-empty ids, timestamps inside the day's window, durations and
 ratings in range). ``event_id`` uniqueness is not re-checked here: the duplicate rule keeps
-exactly one copy per id by construction, and GE's uniqueness check would sort the whole day. A failing suite after the row rules means the two disagree,
-which is a bug to fix, so the caller fails the materialization rather than writing the day.
+exactly one copy per id by construction, and GE's uniqueness check would sort the whole day. A
+failing suite after the row rules means the two disagree, which is a bug to fix, so the caller
+fails the materialization rather than writing the day.
+
+Every expectation of the suite is decided by a column's extremes: whether it holds a null, its
+shortest value, a value outside the set, its minimum and maximum. Bronze computes those in the
+same single aggregation pass that counts the day's reasons (``witness_aggregates``) and GE then
+runs the suite on a *witness*: a three-row pandas frame holding exactly those values
+(``witness_frame``), so each expectation passes on the witness if and only if it passes on the
+day's rows, without one Spark job per expectation over two million rows. When the witness fails,
+the suite is run again on the rows themselves (``validate_accepted_events``) for GE's real counts
+and unexpected values.
 """
 
 from __future__ import annotations
@@ -13,7 +23,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
 from pipelines.ingest.rules import REQUIRED_FIELDS, IngestRules
 from pipelines.schemas import DEVICES, EVENT_TYPES
@@ -61,26 +72,109 @@ def bronze_events_suite(day: dt.date, rules: IngestRules):
 def validate_accepted_events(
     accepted: DataFrame, day: dt.date, rules: IngestRules
 ) -> ValidationOutcome:
-    """Run the suite on ``accepted`` with an ephemeral GE context (nothing written to disk)."""
+    """Run the suite on ``accepted`` (Spark) with an ephemeral GE context (nothing written to disk)."""
+    # BOOLEAN_ONLY needs ~9 Spark jobs against ~40 for SUMMARY; the details are only worth
+    # paying for when something failed, so a failing suite is re-run for its unexpected values.
+    result = _run_suite(accepted, True, day, rules, "BOOLEAN_ONLY")
+    if not result.success:
+        result = _run_suite(accepted, True, day, rules, "SUMMARY")
+    return _outcome(result)
+
+
+_ID_COLUMNS = ("event_id", "user_id", "title_id")
+_ENUMS = {"event_type": EVENT_TYPES, "device": DEVICES}
+_RANGED = ("watch_seconds", "position_seconds", "rating", "event_ts")
+_NOT_NULL = (*REQUIRED_FIELDS, "source_file")
+
+
+def witness_aggregates(accepted: Column) -> list[Column]:
+    """Aggregates (no grouping: any column type is fine) over the rows where ``accepted`` holds.
+
+    They are what ``witness_frame`` needs: per column the count of nulls, the shortest id, one
+    value outside the enum (if any) and one inside, the minimum and maximum. Named ``_w_*``.
+    """
+    out: list[Column] = [
+        F.count_if(accepted & F.col(name).isNull()).alias(f"_w_nulls_{name}") for name in _NOT_NULL
+    ]
+    out += [
+        F.min_by(F.when(accepted, F.col(name)), F.when(accepted, F.length(name))).alias(
+            f"_w_shortest_{name}"
+        )
+        for name in _ID_COLUMNS
+    ]
+    for name, allowed in _ENUMS.items():
+        out.append(
+            F.max(F.when(accepted & ~F.col(name).isin(*allowed), F.col(name))).alias(
+                f"_w_bad_{name}"
+            )
+        )
+        out.append(F.max(F.when(accepted, F.col(name))).alias(f"_w_any_{name}"))
+    out.append(F.max(F.when(accepted, F.col("source_file"))).alias("_w_any_source_file"))
+    for name in _RANGED:
+        out.append(F.min(F.when(accepted, F.col(name))).alias(f"_w_min_{name}"))
+        out.append(F.max(F.when(accepted, F.col(name))).alias(f"_w_max_{name}"))
+    return out
+
+
+def witness_frame(stats: dict[str, Any]):
+    """Three rows whose every suite expectation holds exactly when it holds on the day's rows.
+
+    ``stats`` holds ``witness_aggregates``' values over at least one accepted row. Row 0 carries
+    each column's minimum, shortest id and out-of-set value (when there is one), row 1 each
+    maximum, row 2 a null in every required column that has nulls.
+    """
+    import pandas as pd
+
+    def with_null(name: str, value: Any) -> Any:
+        return None if stats[f"_w_nulls_{name}"] else value
+
+    columns: dict[str, list[Any]] = {}
+    for name in _ID_COLUMNS:
+        shortest = stats[f"_w_shortest_{name}"]
+        columns[name] = [shortest, shortest, with_null(name, shortest)]
+    for name in _ENUMS:
+        seen = stats[f"_w_any_{name}"]
+        bad = stats[f"_w_bad_{name}"]
+        first = bad if bad is not None else seen
+        columns[name] = [first, seen, with_null(name, seen) if name in _NOT_NULL else seen]
+    source = stats["_w_any_source_file"]
+    columns["source_file"] = [source, source, with_null("source_file", source)]
+    for name in _RANGED:
+        low, high = stats[f"_w_min_{name}"], stats[f"_w_max_{name}"]
+        columns[name] = [low, high, with_null(name, low) if name in _NOT_NULL else low]
+    frame = pd.DataFrame(columns)
+    for name in _RANGED:
+        if name == "event_ts":
+            frame[name] = pd.to_datetime(frame[name])
+        else:
+            frame[name] = frame[name].astype("float64")
+    return frame
+
+
+def _run_suite(batch_data: Any, spark: bool, day: dt.date, rules: IngestRules, result_format: str):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     # The asset logs its own progress; GE's per-metric bars would flood Dagster's compute logs.
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (
+    source = (
         context.data_sources.add_spark(name="reelfm_lake")
-        .add_dataframe_asset(name="bronze_events")
-        .add_batch_definition_whole_dataframe("partition")
-        .get_batch(batch_parameters={"dataframe": accepted})
+        if spark
+        else context.data_sources.add_pandas(name="reelfm_witness")
     )
-    suite = bronze_events_suite(day, rules)
-    # BOOLEAN_ONLY needs ~9 Spark jobs against ~40 for SUMMARY; the details are only worth
-    # paying for when something failed, so a failing suite is re-run for its unexpected values.
-    result = batch.validate(suite, result_format="BOOLEAN_ONLY")
-    if not result.success:
-        result = batch.validate(suite, result_format="SUMMARY")
+    batch = (
+        source.add_dataframe_asset(name="bronze_events")
+        .add_batch_definition_whole_dataframe("partition")
+        .get_batch(batch_parameters={"dataframe": batch_data})
+    )
+    return batch.validate(bronze_events_suite(day, rules), result_format=result_format)
+
+
+def _outcome(result: Any, extra: dict[str, Any] | None = None) -> ValidationOutcome:
     payload = result.to_json_dict()
+    if extra:
+        payload = {**payload, **extra}
     failed = tuple(
         f"{r['expectation_config']['type']}({r['expectation_config']['kwargs'].get('column', '')})"
         for r in payload["results"]
@@ -91,4 +185,34 @@ def validate_accepted_events(
         evaluated=len(payload["results"]),
         failed_expectations=failed,
         result=payload,
+    )
+
+
+def validate_accepted_witness(
+    stats: dict[str, Any],
+    accepted_rows: int,
+    accepted: DataFrame,
+    day: dt.date,
+    rules: IngestRules,
+) -> ValidationOutcome:
+    """The suite on the witness of ``accepted`` (``stats``: ``witness_aggregates``' values).
+
+    No accepted rows, or a failing witness: the suite runs on ``accepted`` itself (Spark), so a
+    failure is reported with GE's real counts and unexpected values.
+    """
+    if accepted_rows == 0:
+        return validate_accepted_events(accepted, day, rules)
+    result = _run_suite(witness_frame(stats), False, day, rules, "SUMMARY")
+    if not result.success:
+        return validate_accepted_events(accepted, day, rules)
+    return _outcome(
+        result,
+        {
+            "validated_on": {
+                "rows": accepted_rows,
+                "how": "witness: per column its nulls, shortest id, out-of-set value, minimum "
+                "and maximum over every accepted row, from one Spark aggregation "
+                "(pipelines/ingest/validation.py)",
+            }
+        },
     )

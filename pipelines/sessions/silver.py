@@ -18,7 +18,13 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.lake import read_partitions, read_upstream_day, replace_partitions
+from pipelines.lake import (
+    detach,
+    read_partitions,
+    read_upstream_day,
+    release,
+    replace_partitions,
+)
 from pipelines.schemas import SESSION_EVENTS, SESSIONS, SKIPPING_STATS
 from pipelines.sessions.sessionise import (
     SessionConfig,
@@ -56,8 +62,10 @@ def sessionised_day(
     events_path = settings.table_path("silver", "session_events")
     previous_events = read_partitions(spark, events_path, previous)
     has_previous = previous_events is not None and not previous_events.isEmpty()
-    # Cached: the tail feeds both sessionisation and the summaries of the sessions D continues.
-    tail = previous_day_tail(previous_events).persist() if has_previous else None
+    # Kept: the tail feeds both sessionisation and the summaries of the sessions D continues.
+    # Detached from silver/session_events, which is written below: a cache reading that table
+    # would be recomputed after the write, and the day's sessionised events with it.
+    tail = detach(previous_day_tail(previous_events)) if has_previous else None
     sessionised = sessionise_events(events, tail, config).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = sessionised.agg(
@@ -82,7 +90,7 @@ def sessionised_day(
     finally:
         sessionised.unpersist()
         if tail is not None:
-            tail.unpersist()
+            release(tail)
 
 
 def _rewrite_summaries(
@@ -122,30 +130,34 @@ def _rewrite_summaries(
     if tail is not None:
         crossing.append(tail)
     crossing_rows = reduce(DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing])
-    # Cached once: the count, the rows it replaces in D-1 and the write all read it.
-    summary = (
-        summarise_sessions(within_day, previous, day)
-        .unionByName(summarise_sessions(crossing_rows, previous, day))
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
-    try:
-        started = summary.where(F.col("event_date") == F.lit(day)).count()
-        stored = read_partitions(spark, sessions_path, previous)
-        rows = summary
-        if stored is not None:
-            rewritten = summary.where(F.col("event_date") == F.lit(previous)).select("session_id")
-            kept = stored.join(F.broadcast(rewritten), "session_id", "left_anti")
-            rows = summary.unionByName(kept.select(*summary.columns))
-        replace_partitions(
-            rows,
-            sessions_path,
-            previous,
-            day,
-            schema=SESSIONS,
-            stats_columns=SKIPPING_STATS["silver/sessions"],
+    crossing_summary = summarise_sessions(crossing_rows, previous, day)
+    summary = summarise_sessions(within_day, previous, day).unionByName(crossing_summary)
+    stored = read_partitions(spark, sessions_path, previous)
+    rows = summary
+    if stored is not None:
+        # The sessions of D-1 rewritten here, without summarising the day twice: those that
+        # cross a midnight (their shuffles are shared with the write's: exchange reuse) and
+        # those wholly within D's events whose first event is on D-1 (late arrivals).
+        rewritten = crossing_summary.where(F.col("event_date") == F.lit(previous)).select(
+            "session_id"
         )
-    finally:
-        summary.unpersist()
+        rewritten = rewritten.unionByName(
+            within_day.where(
+                (F.col("seq_in_session") == 0) & (F.to_date("event_ts") == F.lit(previous))
+            ).select("session_id")
+        )
+        kept = stored.join(F.broadcast(rewritten), "session_id", "left_anti")
+        rows = summary.unionByName(kept.select(*summary.columns))
+    replace_partitions(
+        rows,
+        sessions_path,
+        previous,
+        day,
+        schema=SESSIONS,
+        stats_columns=SKIPPING_STATS["silver/sessions"],
+    )
+    # Counted from the Delta log's per-file statistics: no data is read again.
+    started = read_partitions(spark, sessions_path, day).count()
     return started
 
 

@@ -23,9 +23,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.lake import (
+    detach,
     read_before,
     read_partitions,
     read_upstream_day,
+    release,
     replace_partitions,
     table_exists,
 )
@@ -107,7 +109,9 @@ def tokenise_day(
     tokens_path = settings.table_path("gold", "interaction_tokens")
     state, positions_from = positions_before(spark, settings, day)
     if state is not None:
-        state = state.persist()  # read twice: to continue positions and to carry members on
+        # Read twice (to continue positions, to carry members on) and detached from the tables
+        # written below, so that their writes do not make Spark recompute the cached tokens.
+        state = detach(state)
 
     tokens = (
         merge_interactions(session_events, titles, state, config)
@@ -147,7 +151,7 @@ def tokenise_day(
     finally:
         tokens.unpersist()
         if state is not None:
-            state.unpersist()
+            release(state)
     if titles is not None:
         title_ids |= {r["title_id"] for r in titles.select("title_id").collect()}
     tokenizer, added = update_tokenizer_file(tokenizer_path(settings), sorted(title_ids))

@@ -119,3 +119,39 @@ def test_rerun_replaces_the_partition(spark, settings):
 def test_missing_landing_folder_says_what_to_do(spark, settings):
     with pytest.raises(FileNotFoundError, match="generate or import data"):
         ingest_events_day(spark, settings, DAY, IngestRules())
+
+
+def test_an_event_resent_the_next_day_is_a_duplicate(spark, settings):
+    """Accepted on D-1, re-sent late on D: rejected on D as ``duplicate_event_id``, counts still add up."""
+    previous = DAY - dt.timedelta(days=1)
+    days = {
+        previous: [_event("sent-twice", event_ts="2026-01-01T20:00:00Z"), _event("only-d1")],
+        DAY: [
+            _event("sent-twice", event_ts="2026-01-01T20:00:00Z"),
+            _event("sent-twice", event_ts="2026-01-01T20:00:00Z", event_type="play_stop"),
+            _event("late-new", event_ts="2026-01-01T21:00:00Z"),
+            _event("fresh"),
+        ],
+    }
+    days[previous][1]["event_ts"] = "2026-01-01T10:00:00Z"
+    for day, records in days.items():
+        folder = Path(settings.landing_root) / "events" / f"date={day.isoformat()}"
+        folder.mkdir(parents=True)
+        (folder / "part-00000.jsonl").write_bytes(b"".join(_line(r) for r in records))
+    first_day = ingest_events_day(spark, settings, previous, IngestRules())
+    assert (first_day.accepted, first_day.rejected) == (2, 0)
+
+    for _ in range(2):  # a re-run gives the same day
+        report = ingest_events_day(spark, settings, DAY, IngestRules())
+        assert (report.received, report.accepted, report.rejected) == (4, 2, 2)
+        assert report.rejects_by_reason == {"duplicate_event_id": 2}
+        accepted = read_partitions(spark, settings.table_path("bronze", "events"), DAY)
+        assert sorted(r["event_id"] for r in accepted.collect()) == ["fresh", "late-new"]
+        rejected = read_partitions(spark, settings.table_path("bronze", "events_rejected"), DAY)
+        assert sorted((r["line_number"], r["reason"]) for r in rejected.collect()) == [
+            (1, "duplicate_event_id"),
+            (2, "duplicate_event_id"),
+        ]
+    # The previous day keeps its copy.
+    kept = read_partitions(spark, settings.table_path("bronze", "events"), previous)
+    assert kept.where("event_id = 'sent-twice'").count() == 1
