@@ -133,4 +133,7 @@ def release(df: DataFrame) -> None:
         return
     plan = jdf.logicalPlan()
     if plan.getClass().getSimpleName() == "LogicalRDD":
-        plan.rdd().unpersist(False)
+        rdd = plan.rdd()
+        # SparkContext.unpersistRDD frees the blocks as RDD.unpersist does, without its warning
+        # that a locally checkpointed RDD cannot be recomputed (nothing reads it afterwards).
+        rdd.context().unpersistRDD(rdd.id(), False)
