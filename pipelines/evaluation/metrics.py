@@ -5,7 +5,10 @@ scores the whole catalogue for a batch of histories (a ``MemberRecommender``, su
 synthetic oracle, scores by member and decision time instead). ``rank_targets`` turns those
 scores into the 1-based rank of each held-out target among the items the user has not seen, and
 ``summarise`` turns ranks into HR@K, NDCG@K (one relevant item, so IDCG = 1 and NDCG =
-1/log2(rank + 1)), MRR, catalogue coverage and cold-start recall. Nothing here samples
+1/log2(rank + 1)), MRR, catalogue coverage and cold-start recall. Cold-start recall ranks a
+new-title target among the new titles only (the titles released after the cut-off), the same
+candidates most-popular-among-new orders; how a new title fares against the whole catalogue is
+``cold_start_recall_at_50_full``. Nothing here samples
 negatives: sampled metrics are known to reorder models (Krichene & Rendle, "On Sampled Metrics
 for Item Recommendation", KDD 2020). A tie with the target counts against it, so a model that
 scores everything equally lands at the bottom, not the top. Errors raise: a metric is never
@@ -40,6 +43,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "mrr",
     "coverage_at_10",
     "cold_start_recall_at_50",
+    "cold_start_recall_at_50_full",
 )
 """Metric keys as logged to MLflow (MLflow metric names may not contain ``@``)."""
 
@@ -100,6 +104,9 @@ class RankedTargets:
     history_length: np.ndarray  # (U,) int64 items the user had seen before the targets
     top_items: np.ndarray  # (U, COVERAGE_K) int64 best unseen items per user, -1 if fewer exist
     n_items: int  # catalogue size the ranks are out of
+    # (U, k) float64 1-based rank among the unseen new items (``rank_targets``' ``new_items``);
+    # NaN where the target is not new or NO_TARGET; None when no new items were given
+    new_ranks: np.ndarray | None = None
 
 
 def exclusion_mask(exclude: list[np.ndarray], n_items: int) -> torch.Tensor:
@@ -170,12 +177,22 @@ def _score_rows(
 
 
 def rank_targets(
-    recommender: Recommender | MemberRecommender, eval_set: EvalSet, batch_size: int = 1024
+    recommender: Recommender | MemberRecommender,
+    eval_set: EvalSet,
+    batch_size: int = 1024,
+    new_items: np.ndarray | None = None,
 ) -> RankedTargets:
-    """Score ``eval_set`` in batches of users and rank every target against the full catalogue."""
+    """Score ``eval_set`` in batches of users and rank every target against the full catalogue.
+
+    With ``new_items`` ((n_items,) bool, a temporal split's titles released after the cut-off)
+    each new-title target is also ranked among the unseen new titles alone (``new_ranks``).
+    """
     if len(eval_set) == 0 or eval_set.n_cases == 0:
         raise ValueError("the evaluation set has no targets; check the split's parameters")
-    ranks, tops = [], []
+    if new_items is not None and new_items.shape != (eval_set.n_items,):
+        raise ValueError(f"new_items must be ({eval_set.n_items},) bool, got {new_items.shape}")
+    old = None if new_items is None else ~torch.from_numpy(new_items.astype(bool))  # (N,)
+    ranks, tops, new_ranks = [], [], []
     for start in range(0, len(eval_set), batch_size):
         stop = min(start + batch_size, len(eval_set))
         raw = _score_rows(recommender, eval_set, start, stop)
@@ -184,6 +201,10 @@ def rank_targets(
         targets = torch.from_numpy(eval_set.targets[start:stop])
         ranks.append(full_ranks(scores, targets, excluded).numpy())
         tops.append(top_unseen(scores, excluded, COVERAGE_K).numpy())
+        if old is not None:
+            among_new = full_ranks(scores, targets, excluded | old[None, :]).numpy()  # (B, k)
+            target_old = old[targets.clamp(min=0)].numpy()  # (B, k)
+            new_ranks.append(np.where(target_old, np.nan, among_new))
     return RankedTargets(
         ranks=np.concatenate(ranks),
         targets=eval_set.targets,
@@ -191,6 +212,7 @@ def rank_targets(
         history_length=np.array([len(items) for items in eval_set.exclude], dtype=np.int64),
         top_items=np.concatenate(tops),
         n_items=eval_set.n_items,
+        new_ranks=np.concatenate(new_ranks) if new_ranks else None,
     )
 
 
@@ -221,7 +243,9 @@ def summarise(ranked: RankedTargets, new_items: np.ndarray | None = None) -> dic
 
     Averages are over (user, target) pairs. ``new_items`` is an ``(n_items,)`` bool mask of titles
     released after the cut-off; cold-start recall is left out when no target is one (it is
-    undefined, not 0), and ``n_cold_start_cases`` says so.
+    undefined, not 0), and ``n_cold_start_cases`` says so. ``cold_start_recall_at_50`` needs
+    ``ranked`` from ``rank_targets(..., new_items=...)`` (ranks among the new titles);
+    ``cold_start_recall_at_50_full`` counts the target in the top 50 of the whole catalogue.
     """
     ranks = ranked.ranks
     valid = ~np.isnan(ranks)
@@ -244,7 +268,14 @@ def summarise(ranked: RankedTargets, new_items: np.ndarray | None = None) -> dic
         cold = valid & new_items[ranked.targets.clip(min=0)]
         metrics["n_cold_start_cases"] = float(cold.sum())
         if cold.any():
-            metrics["cold_start_recall_at_50"] = float((ranks[cold] <= COLD_START_K).mean())
+            if ranked.new_ranks is None:
+                raise ValueError(
+                    "cold-start recall ranks among the new titles: rank with "
+                    "rank_targets(..., new_items=...) first"
+                )
+            among_new = ranked.new_ranks[cold]
+            metrics["cold_start_recall_at_50"] = float((among_new <= COLD_START_K).mean())
+            metrics["cold_start_recall_at_50_full"] = float((ranks[cold] <= COLD_START_K).mean())
     return metrics
 
 
@@ -259,4 +290,4 @@ def evaluate(
     Pass ``new_items=split.new_items`` for a temporal split to get cold-start recall. Raises on
     an empty set, a wrong score shape or NaN scores.
     """
-    return summarise(rank_targets(recommender, eval_set, batch_size), new_items)
+    return summarise(rank_targets(recommender, eval_set, batch_size, new_items), new_items)

@@ -109,14 +109,36 @@ def test_metrics_average_over_cases_and_skip_padding():
 
 def test_cold_start_recall_counts_only_new_title_targets():
     scores = -np.arange(100, dtype=np.float32)[None, :].repeat(3, axis=0)
-    ranked = rank_targets(FixedScores(scores), _eval_set([[], [], []], [[10], [70], [5]], 100))
     new_items = np.zeros(100, dtype=bool)
     new_items[[10, 70]] = True  # item 10 ranks 11th (inside 50), item 70 ranks 71st
+    eval_set = _eval_set([[], [], []], [[10], [70], [5]], 100)
+    ranked = rank_targets(FixedScores(scores), eval_set, new_items=new_items)
     metrics = summarise(ranked, new_items)
-    assert metrics["cold_start_recall_at_50"] == pytest.approx(0.5)
+    assert metrics["cold_start_recall_at_50_full"] == pytest.approx(0.5)
     assert metrics["n_cold_start_cases"] == 2
+    # Among the new titles alone item 10 is 1st and item 70 2nd: both inside 50.
+    assert np.array_equal(ranked.new_ranks[:, 0], [1.0, 2.0, np.nan], equal_nan=True)
+    assert metrics["cold_start_recall_at_50"] == pytest.approx(1.0)
     no_new = summarise(ranked, np.zeros(100, dtype=bool))
     assert "cold_start_recall_at_50" not in no_new and no_new["n_cold_start_cases"] == 0
+    with pytest.raises(ValueError, match="among the new titles"):
+        summarise(rank_targets(FixedScores(scores), eval_set), new_items)
+
+
+def test_cold_start_ranks_skip_seen_new_titles_and_old_ones():
+    # 60 new titles (40..99) scored above the target's, except those the user has seen.
+    scores = np.zeros((1, 200), dtype=np.float32)
+    scores[0, 40:100] = 10.0
+    scores[0, 100:200] = 20.0  # old titles outscore everything: not counted among the new
+    scores[0, 150] = 5.0  # the target, a new title
+    new_items = np.zeros(200, dtype=bool)
+    new_items[40:100] = True
+    new_items[150] = True
+    seen = list(range(40, 55))  # 15 of the better new titles were seen
+    ranked = rank_targets(FixedScores(scores), _eval_set([seen], [[150]], 200), new_items=new_items)
+    assert ranked.new_ranks[0, 0] == 60 - 15 + 1
+    assert ranked.ranks[0, 0] == 99 + 45 + 1  # titles 100..199 but the target itself
+    assert summarise(ranked, new_items)["cold_start_recall_at_50"] == 1.0
 
 
 def test_batches_do_not_change_the_result():
