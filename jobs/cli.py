@@ -19,6 +19,10 @@ from pathlib import Path
 
 from pipelines.settings import Settings
 
+LANDING_FORMATS: tuple[str, ...] = ("jsonl", "parquet")
+"""``--landing-format`` choices: ``pipelines.sources.synthetic.LANDING_FORMATS`` (not imported
+here, so that parsing arguments does not load the generator)."""
+
 
 def _days(first: dt.date, count: int) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range(count)]
@@ -146,9 +150,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"--holdout-days must be in 1..{config.days - 1}: the model needs days to train on")
         return 2
     print(
-        f"Generating {config.days} days of synthetic events ({args.preset} preset) into {settings.landing_root}"
+        f"Generating {config.days} days of synthetic events ({args.preset} preset, "
+        f"{args.landing_format} landing files) into {settings.landing_root}"
     )
-    summary = generate(config, settings.landing_root, progress=True)
+    # Bronze reads a day's files by suffix (.jsonl as text, .parquet as typed rows), so the
+    # format needs no ingestion setting; the generator removes parts of the other format.
+    summary = generate(
+        config, settings.landing_root, progress=True, landing_format=args.landing_format
+    )
     print(
         f"  {summary.events:,} events, {summary.injected:,} injected bad records, {summary.seconds:.1f} s"
     )
@@ -218,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--bad-rate", type=float, default=0.002, help="fraction of injected bad records"
+    )
+    demo.add_argument(
+        "--landing-format",
+        default="jsonl",
+        choices=LANDING_FORMATS,
+        help="landing event files: JSON lines or typed Parquet rows, the same events either way "
+        "(Parquet gets only the bad records a typed row can hold); default: jsonl",
     )
     demo.set_defaults(func=cmd_demo)
     run = sub.add_parser("run", help="materialize days of landing data already in place")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BinaryType,
     DateType,
     DoubleType,
     IntegerType,
@@ -70,6 +71,7 @@ BRONZE_EVENTS = StructType(
 BRONZE_EVENTS_REJECTED = StructType(
     [
         StructField("raw", StringType(), True),
+        StructField("raw_bytes", BinaryType(), True),
         StructField("reason", StringType(), False),
         StructField("source_file", StringType(), False),
         StructField("line_number", LongType(), False),
@@ -77,6 +79,10 @@ BRONZE_EVENTS_REJECTED = StructType(
         StructField("event_date", DateType(), False),
     ]
 )
+"""One row per rejected landing record. ``raw`` is the record as readable text (a JSON line as
+received, bad bytes replaced by U+FFFD; a Parquet row as JSON). ``raw_bytes`` holds the exact bytes
+of a line that is not valid UTF-8 (its line terminator excluded), so nothing received is lost; it
+is null for every other row."""
 
 BRONZE_TITLES = StructType(
     [

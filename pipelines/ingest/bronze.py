@@ -11,7 +11,8 @@ each format is read its own way (text parsed with an explicit schema; Parquet ro
 and classified by the same rules into the same cached frame. A rejected Parquet row is kept as
 its JSON (``to_json`` of the landing fields, nulls written out) with its 1-based row number in
 the file as ``line_number``; so is a later copy of a duplicated ``event_id`` (its text was
-dropped from the cache before duplicates were known).
+dropped from the cache before duplicates were known). A rejected line that is not valid UTF-8
+keeps its exact bytes in ``raw_bytes`` (``raw`` shows it with U+FFFD in place of the bad bytes).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from pipelines.ingest.landing import (
     LANDING_PARQUET_SCHEMA,
@@ -190,8 +192,12 @@ def ingest_events_day(
         as_json = F.to_json(
             F.struct(*LANDING_PARQUET_SCHEMA.fieldNames()), {"ignoreNullFields": "false"}
         )
+        # Only rejected rows reach here: the one check and copy below cost nothing per accepted row.
         rejected = classified.where(F.col("reason").isNotNull()).select(
             F.coalesce(F.make_valid_utf8("raw"), as_json).alias("raw"),
+            # A line that is not UTF-8 keeps its exact bytes (Spark's text reader leaves a line's
+            # bytes as they are; the cast to binary copies them); null for every other row.
+            F.when(~F.is_valid_utf8("raw"), F.col("raw").cast("binary")).alias("raw_bytes"),
             "reason",
             "source_file",
             "_block",
@@ -210,9 +216,11 @@ def ingest_events_day(
             schema=BRONZE_EVENTS,
             stats_columns=SKIPPING_STATS["bronze/events"],
         )
+        rejected_path = settings.table_path("bronze", "events_rejected")
+        _add_missing_columns(spark, rejected_path, BRONZE_EVENTS_REJECTED)
         replace_partitions(
             rejected,
-            settings.table_path("bronze", "events_rejected"),
+            rejected_path,
             day,
             schema=BRONZE_EVENTS_REJECTED,
             stats_columns=SKIPPING_STATS["bronze/events_rejected"],
@@ -234,6 +242,30 @@ def ingest_events_day(
     )
     _check_nothing_lost(spark, settings, report)
     return report
+
+
+def _add_missing_columns(spark: SparkSession, path: str, schema: StructType) -> None:
+    """Add to an existing table the nullable columns of ``schema`` it predates (e.g. ``raw_bytes``).
+
+    A lake written before a column joined the contract would otherwise fail the day's write with
+    a schema mismatch; older partitions read the new column as null. Reads only the Delta log.
+    """
+    if not table_exists(spark, path):
+        return
+    have = set(spark.read.format("delta").load(path).columns)
+    previous = None
+    for f in schema.fields:
+        if f.name not in have:
+            if not f.nullable:
+                raise RuntimeError(
+                    f"Delta table {path} lacks the non-nullable column {f.name!r} of its contract."
+                )
+            place = f" AFTER {previous}" if previous else " FIRST"
+            spark.sql(
+                f"ALTER TABLE delta.`{path}` ADD COLUMNS ({f.name} {f.dataType.simpleString()}"
+                f"{place})"
+            )
+        previous = f.name
 
 
 def _check_nothing_lost(spark: SparkSession, settings: Settings, report: IngestReport) -> None:

@@ -103,9 +103,11 @@ def list_landing_files(
 def read_landing_lines(spark: SparkSession, files: LandingFiles | Iterable[str]) -> DataFrame:
     """One row per physical line: ``raw``, ``source_file``, ``_block``, ``_row`` (order in its split).
 
-    Spark keeps each line's bytes as they are; the validation rules reject a line that is not
-    valid UTF-8 (instead of failing the whole file), and ``bronze/events_rejected`` stores it with
-    the bad bytes replaced by U+FFFD so every engine can read the table.
+    Spark keeps each line's bytes as they are (``raw`` is not decoded, only wrapped); the
+    validation rules reject a line that is not valid UTF-8 (instead of failing the whole file),
+    and ``bronze/events_rejected`` stores it twice: ``raw`` with the bad bytes replaced by U+FFFD
+    so every engine can read it, and ``raw_bytes`` with the line's exact bytes (line terminator
+    excluded).
     """
     paths = files.paths if isinstance(files, LandingFiles) else tuple(files)
     return spark.read.text(list(paths)).select(

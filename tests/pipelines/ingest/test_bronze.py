@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from pipelines.ingest.bronze import ingest_events_day
 from pipelines.ingest.rules import IngestRules
-from pipelines.lake import read_partitions
+from pipelines.lake import create_table, read_partitions
+from pipelines.schemas import BRONZE_EVENTS_REJECTED
 
 DAY = dt.date(2026, 1, 2)
 
@@ -95,6 +97,16 @@ def test_every_bad_record_is_kept_with_its_reason_and_line(spark, settings):
     assert raws[2] == BAD_FILE[1][0].decode().rstrip("\n")
     duplicate = json.loads(raws[9])
     assert (duplicate["event_id"], duplicate["event_type"]) == ("good-2", "play_stop")
+    # The line that is not UTF-8: readable in `raw`, its exact bytes in `raw_bytes`; every other
+    # rejected row has no bytes column.
+    invalid = BAD_FILE[9][0]
+    raw_bytes = {
+        row["line_number"]: row["raw_bytes"]
+        for row in rejected.where(F.col("source_file").endswith("part-00000.jsonl")).collect()
+    }
+    assert bytes(raw_bytes.pop(10)) == invalid.rstrip(b"\n")
+    assert raws[10] == invalid.rstrip(b"\n").decode("utf-8", errors="replace")
+    assert all(value is None for value in raw_bytes.values())
 
     accepted = read_partitions(spark, settings.table_path("bronze", "events"), DAY)
     ids = sorted(row["event_id"] for row in accepted.select("event_id").collect())
@@ -105,6 +117,19 @@ def test_every_bad_record_is_kept_with_its_reason_and_line(spark, settings):
     assert accepted.where("event_id = 'good-2'").first()["event_type"] == "complete"
     epoch = accepted.where("event_id = 'epoch-ok'").first()["event_ts"]
     assert epoch == dt.datetime(2026, 1, 2, 12, 0, 0)
+
+
+def test_a_rejected_table_written_before_raw_bytes_gets_the_column(spark, settings):
+    """A lake whose ``bronze/events_rejected`` predates ``raw_bytes`` takes the column on write."""
+    older = StructType([f for f in BRONZE_EVENTS_REJECTED.fields if f.name != "raw_bytes"])
+    path = settings.table_path("bronze", "events_rejected")
+    create_table(spark, path, older, ("reason",))
+    _write_day(Path(settings.landing_root))
+    ingest_events_day(spark, settings, DAY, IngestRules())
+    rejected = read_partitions(spark, path, DAY)
+    assert rejected.columns == BRONZE_EVENTS_REJECTED.fieldNames()
+    kept = rejected.where(F.col("raw_bytes").isNotNull()).collect()
+    assert [bytes(row["raw_bytes"]) for row in kept] == [BAD_FILE[9][0].rstrip(b"\n")]
 
 
 def test_rerun_replaces_the_partition(spark, settings):
