@@ -354,6 +354,9 @@ def evaluate_day(
         notes.append(inputs.world.note)
         if inputs.world.config is not None:
             models.append(OracleRecommender.from_config(inputs.world.config, features))
+            models.append(
+                OracleRecommender.from_config(inputs.world.config, features, at_cutoff=True)
+            )
     ablation = None
     if config.sasrec:
         ablation = FoundationRecommender(sasrec_fit_config(version.recipe))

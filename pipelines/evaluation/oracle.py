@@ -5,7 +5,9 @@ generator's own choice model, ``pipelines.sources.oracle.Oracle``: given the mem
 the decision and the titles the member started before, it knows every title's true logit.
 ``OracleRecommender`` ranks the whole catalogue by those logits for each evaluated member at the
 time of the member's first target, so the report can say how close a model comes to the best
-possible ranking. Only tokens the member played move the world's state (films seen, series
+possible ranking. It also knows how popular a title released on the evaluated day will be, which
+nothing before its release can tell; ``oracle_at_cutoff`` (``at_cutoff=True``) gives such titles
+the catalogue's expected popularity instead: the best ranking knowable at the cut-off. Only tokens the member played move the world's state (films seen, series
 progress); impressions and list adds are in the history the models read, but the generator did
 not count them. It is a ``MemberRecommender``: its scores depend on who chooses and when.
 
@@ -106,23 +108,34 @@ def read_world_source(settings: Settings, lake_days: Iterable[dt.date]) -> World
 class OracleRecommender:
     """The generator's true choice model behind the ``MemberRecommender`` protocol."""
 
-    name = "oracle"
-
-    def __init__(self, oracle: Oracle, features: TokenFeatures) -> None:
+    def __init__(self, oracle: Oracle, features: TokenFeatures, at_cutoff: bool = False) -> None:
         """``features``: the token features of the interactions splits are cut from (their
-        actions say which history tokens were plays)."""
+        actions say which history tokens were plays). ``at_cutoff``: on a temporal split, do
+        not know the popularity of titles released at or after the cut-off (see
+        ``Oracle.unreleased_popularity_unknown``); named ``oracle_at_cutoff``."""
+        self.world_oracle = oracle
         self.oracle = oracle
         self.features = features
+        self.at_cutoff = at_cutoff
+        self.name = "oracle_at_cutoff" if at_cutoff else "oracle"
         self._item_to_title: np.ndarray | None = None  # (n_items,) oracle title index per item
         self._members: np.ndarray | None = None  # (n_users,) oracle member index per user
 
     @classmethod
-    def from_config(cls, config: SyntheticConfig, features: TokenFeatures) -> OracleRecommender:
-        return cls(Oracle.from_config(config), features)
+    def from_config(
+        cls, config: SyntheticConfig, features: TokenFeatures, at_cutoff: bool = False
+    ) -> OracleRecommender:
+        return cls(Oracle.from_config(config), features, at_cutoff)
 
     def fit(self, split: LeaveOneOutSplit | TemporalSplit) -> None:
         """Map the split's item and user indices onto the world's; raises when the lake holds
         titles or members this world never had (the data is not from it)."""
+        if self.at_cutoff:
+            if not isinstance(split, TemporalSplit):
+                raise ValueError("oracle_at_cutoff needs a temporal split (its cut-off)")
+            cutoff = dt.datetime.fromtimestamp(split.config.cutoff_ts, dt.UTC)
+            world = self.world_oracle
+            self.oracle = world.unreleased_popularity_unknown(world.day_offset(cutoff))
         titles = {t: i for i, t in enumerate(self.oracle.title_ids)}
         items = [str(i) for i in split.train.item_ids]
         strangers = [i for i in items if i not in titles]

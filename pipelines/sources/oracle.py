@@ -126,6 +126,24 @@ class Oracle:
             np.add(episodes, bonus[:, None], out=episodes, where=in_progress)
         return logits
 
+    def unreleased_popularity_unknown(self, day: int) -> Oracle:
+        """This oracle, but knowing of the titles released on or after world day ``day`` only what
+        anyone could before their release: not their own popularity, but the catalogue's.
+
+        Their log popularity becomes ``log(mean(exp(w * log_pop))) / w`` over the catalogue (w the
+        popularity weight): then the choice weight ``exp(w * log_pop)`` a title gets is the
+        expected one of a title drawn from the catalogue, the best guess in the softmax.
+        Everything else (taste, freshness, series) stays exact.
+        """
+        from dataclasses import replace
+
+        cat, weight = self.catalogue, self.config.popularity_weight
+        log_pop = cat.log_popularity.copy()
+        if weight != 0:
+            prior = float(np.log(np.mean(np.exp(weight * cat.log_popularity))) / weight)
+            log_pop[cat.release_day >= day] = prior
+        return Oracle(self.config, replace(cat, log_popularity=log_pop), self.members)
+
     def state_from_history(self, history_title_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(seen films (n_films,) x bool, series progress (n_series,) x int64) after a history."""
         cat = self.catalogue

@@ -58,7 +58,15 @@ def test_report_scores_the_days_version_and_makes_it_champion(reelfm_home: Path)
         assert metadata["model_version"].value == 1
         assert metadata["promoted"].value is True
         assert metadata["evaluated_members"].value > 0
-        for model in ("foundation", "oracle", "sasrec", "most_popular", "most_popular_new", "als"):
+        for model in (
+            "foundation",
+            "oracle",
+            "oracle_at_cutoff",
+            "sasrec",
+            "most_popular",
+            "most_popular_new",
+            "als",
+        ):
             assert f"| {model} |" in metadata["metrics"].value
         # The oracle out-ranks most-popular, so the ratio to it is the smaller of the two.
         assert (
@@ -99,6 +107,7 @@ def test_report_scores_the_days_version_and_makes_it_champion(reelfm_home: Path)
         unknown = _materialize(evaluation.eval_report, instance, PARTITION, FAST)
         metadata = unknown.get_asset_materialization_events()[0].materialization.metadata
         assert "| oracle |" not in metadata["metrics"].value
+        assert "| oracle_at_cutoff |" not in metadata["metrics"].value
         assert "ndcg_at_10_vs_oracle" not in metadata
         assert "oracle: not available" in metadata["notes"].value
         assert "| ndcg_at_10_vs_oracle |" in metadata["quality_bars"].value  # shown as n/a

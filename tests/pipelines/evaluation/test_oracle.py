@@ -102,6 +102,43 @@ def test_oracle_state_counts_plays_only(world):
     assert np.nanmean(good) < np.nanmean(bad)
 
 
+def test_oracle_at_cutoff_forgets_only_the_popularity_of_titles_new_at_the_cutoff(world):
+    split, features = world
+    exact = OracleRecommender.from_config(CONFIG, features)
+    knowable = OracleRecommender.from_config(CONFIG, features, at_cutoff=True)
+    assert (exact.name, knowable.name) == ("oracle", "oracle_at_cutoff")
+    for model in (exact, knowable):
+        model.fit(split)
+    cat = exact.oracle.catalogue
+    new = cat.release_day >= CONFIG.days - 1  # released on the cut-off day (world day 3)
+    assert 0 < new.sum() < len(new)
+    before, after = cat.log_popularity, knowable.oracle.catalogue.log_popularity
+    assert np.array_equal(after[~new], before[~new])
+    weight = CONFIG.popularity_weight
+    prior = np.log(np.mean(np.exp(weight * before))) / weight  # the catalogue's expected weight
+    assert np.allclose(after[new], prior) and not np.allclose(before[new], prior)
+    # Scores differ exactly on the titles new at the cut-off (by the popularity they lost).
+    rows = slice(0, 50)
+    args = (split.test.users[rows], split.test.histories[rows], split.test.exclude[rows])
+    at = split.test.target_ts[rows, 0]
+    a, b = exact.score_members(*args, at), knowable.score_members(*args, at)
+    released = np.isfinite(a)
+    changed = np.flatnonzero((a != b).any(axis=0))
+    items_new = split.new_items[changed]
+    assert len(changed) > 0 and items_new.all()
+    assert np.array_equal(np.isfinite(b), released)
+    with pytest.raises(ValueError, match="temporal split"):
+        OracleRecommender.from_config(CONFIG, features, at_cutoff=True).fit(
+            _leave_one_out_stub(split)
+        )
+
+
+def _leave_one_out_stub(split: TemporalSplit) -> object:
+    from pipelines.evaluation.splits import LeaveOneOutConfig, LeaveOneOutSplit
+
+    return LeaveOneOutSplit(split.train, split.test, split.test, LeaveOneOutConfig())
+
+
 def test_oracle_refuses_a_lake_from_another_world(world):
     split, features = world
     stranger = OracleRecommender.from_config(replace(CONFIG, n_titles=50), features)
