@@ -376,10 +376,10 @@ def evaluate_day(
     n_new = int(np.count_nonzero(split.new_items))
     if 0 < n_new <= COLD_START_K:
         notes.append(
-            f"only {n_new} titles are new (released on or after {day}): ranked among the new "
-            f"titles, every new-title target is in every model's top {COLD_START_K}, so "
-            f"cold-start recall@{COLD_START_K} is 1 by construction; evaluate over more days "
-            "(more new titles) to measure it"
+            f"only {n_new} titles are new (released on or after {day}): a list that puts them "
+            f"first, as most-popular-among-new does, has every new-title target in its top "
+            f"{COLD_START_K}, so its cold-start recall@{COLD_START_K} is 1 by construction "
+            "(and every model's among the new titles); evaluate over more days to measure it"
         )
     losses = {ablation.name: ablation.loss_history} if ablation is not None else {}
     return DayEvaluation(table, ranked, split, notes, losses)

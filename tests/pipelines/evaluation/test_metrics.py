@@ -114,15 +114,17 @@ def test_cold_start_recall_counts_only_new_title_targets():
     eval_set = _eval_set([[], [], []], [[10], [70], [5]], 100)
     ranked = rank_targets(FixedScores(scores), eval_set, new_items=new_items)
     metrics = summarise(ranked, new_items)
-    assert metrics["cold_start_recall_at_50_full"] == pytest.approx(0.5)
+    assert metrics["cold_start_recall_at_50"] == pytest.approx(0.5)
     assert metrics["n_cold_start_cases"] == 2
     # Among the new titles alone item 10 is 1st and item 70 2nd: both inside 50.
     assert np.array_equal(ranked.new_ranks[:, 0], [1.0, 2.0, np.nan], equal_nan=True)
-    assert metrics["cold_start_recall_at_50"] == pytest.approx(1.0)
+    assert metrics["cold_start_recall_at_50_among_new"] == pytest.approx(1.0)
     no_new = summarise(ranked, np.zeros(100, dtype=bool))
     assert "cold_start_recall_at_50" not in no_new and no_new["n_cold_start_cases"] == 0
-    with pytest.raises(ValueError, match="among the new titles"):
-        summarise(rank_targets(FixedScores(scores), eval_set), new_items)
+    # Ranked without new_items: the whole-catalogue recall only.
+    plain = summarise(rank_targets(FixedScores(scores), eval_set), new_items)
+    assert plain["cold_start_recall_at_50"] == 0.5
+    assert "cold_start_recall_at_50_among_new" not in plain
 
 
 def test_cold_start_ranks_skip_seen_new_titles_and_old_ones():
@@ -138,7 +140,9 @@ def test_cold_start_ranks_skip_seen_new_titles_and_old_ones():
     ranked = rank_targets(FixedScores(scores), _eval_set([seen], [[150]], 200), new_items=new_items)
     assert ranked.new_ranks[0, 0] == 60 - 15 + 1
     assert ranked.ranks[0, 0] == 99 + 45 + 1  # titles 100..199 but the target itself
-    assert summarise(ranked, new_items)["cold_start_recall_at_50"] == 1.0
+    metrics = summarise(ranked, new_items)
+    assert metrics["cold_start_recall_at_50_among_new"] == 1.0
+    assert metrics["cold_start_recall_at_50"] == 0.0
 
 
 def test_batches_do_not_change_the_result():
