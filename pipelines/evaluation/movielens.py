@@ -244,7 +244,13 @@ class BenchmarkResult:
 def run_leave_one_out(
     split: LeaveOneOutSplit, models: Mapping[str, FitForTest], batch_size: int = 1024
 ) -> BenchmarkResult:
-    """Fit each model with its own function and score it on ``split.test``."""
+    """Fit each model with its own function and score it on ``split.test``.
+
+    A model trained on ``split.train`` alone (it has a ``train_result``: the foundation model
+    and its ablation) also gets its validation NDCG@10 / HR@10 (``val_*``: what its choices were
+    made on), its optimizer steps and its best-validated step. The baselines are refitted on the
+    validation items, so they have no validation score here.
+    """
     if not models:
         raise ValueError("no models to benchmark")
     rows, ranked = {}, {}
@@ -258,6 +264,15 @@ def run_leave_one_out(
             "fit_seconds": fitted - started,
             "eval_seconds": time.perf_counter() - fitted,
         }
+        result = getattr(model, "train_result", None)
+        if result is not None:
+            validation = summarise(rank_targets(model, split.validation, batch_size))
+            rows[name].update(
+                val_ndcg_at_10=validation["ndcg_at_10"],
+                val_hr_at_10=validation["hr_at_10"],
+                steps=result.steps,
+                best_step=result.best_step,
+            )
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "model"
     return BenchmarkResult(table=table, ranked=ranked, split=split)

@@ -211,3 +211,50 @@ def test_validations_per_run_spreads_validations_over_the_budget(monkeypatch):
     FoundationRecommender(config).fit(split)
     run = seen[-1]  # the first call is the calibration
     assert run.eval_every == max(run.max_steps // 4, 1)
+
+
+def test_full_budget_takes_every_step_and_ends_with_the_best_validated_weights(monkeypatch):
+    """A budgeted MovieLens fit must not end on a dip of a noisy validation metric: with
+    ``full_budget`` the run takes every step of its budget, even when the train preset would
+    stop after one validation without gain, and still ends with the best-validated weights."""
+    split = leave_one_out_split(index_interactions(_planted(n_users=60)))
+    config = replace(
+        sasrec(FIT_PRESETS["tiny"]),
+        train_minutes=0.02,
+        calibration_steps=3,
+        validations_per_run=10,
+        full_budget=True,
+        train_overrides={
+            "batch_size": 4,
+            "early_stopping_metric": "ndcg@10",
+            "early_stopping_mode": "max",
+            "early_stopping_patience": 1,
+        },
+    )
+    seen = []
+    real_train = foundation.train
+
+    def spying_train(model, loss_fn, data, train_config, *args, **kwargs):
+        seen.append(train_config)
+        return real_train(model, loss_fn, data, train_config, *args, **kwargs)
+
+    monkeypatch.setattr(foundation, "train", spying_train)
+    model = FoundationRecommender(config)
+    model.fit(split)
+    run, result = seen[-1], model.train_result  # the first call is the calibration
+    validations = run.max_steps // run.eval_every + 1  # the periodic ones and the last step's
+    assert run.early_stopping_patience > validations and run.restore_best
+    assert not result.stopped_early and result.steps == run.max_steps
+    assert evaluate(model, split.validation)["ndcg_at_10"] == pytest.approx(
+        result.best_metric, abs=1e-6
+    )
+
+
+def test_movielens_presets_train_their_whole_budget_and_the_others_keep_early_stopping():
+    for name in ("cpu", "cpu-b64", "cpu-b64-s1024"):
+        assert FIT_PRESETS[name].full_budget, name
+        assert sasrec(FIT_PRESETS[name]).full_budget, name
+        # Without a budget the preset's patience still ends the run (no 200 epochs).
+        assert FIT_PRESETS[name].train_overrides["early_stopping_patience"] > 0
+    assert not FIT_PRESETS["tiny"].full_budget
+    assert not foundation.FoundationFitConfig().full_budget

@@ -82,6 +82,8 @@ def test_selection_screens_on_validation_and_refits_the_best(
     assert main([*args, *budget]) == 0
     out = capsys.readouterr().out
     assert "validation screen" in out and "ml-1m: 140 test users" in out
+    # The transformer's row also shows the validation numbers its choices were made on.
+    assert "val_ndcg_at_10" in out and "best_step" in out
 
 
 def test_best_on_validation_takes_the_highest_ndcg():
