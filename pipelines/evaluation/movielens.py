@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -69,9 +70,7 @@ def load_leave_one_out(
     dataset_dir: Path, config: LeaveOneOutConfig = LeaveOneOutConfig()
 ) -> LeaveOneOutSplit:
     """Read a GroupLens MovieLens folder and split it leave-one-out."""
-    from pipelines.sources.movielens import read_ratings
-
-    return leave_one_out_split(index_interactions(read_ratings(Path(dataset_dir))), config)
+    return leave_one_out_split(index_interactions(_ratings(Path(dataset_dir))), config)
 
 
 def screen(
@@ -123,9 +122,9 @@ def model_builders(
     dataset_dir: Path,
 ) -> dict[str, Callable[[FoundationFitConfig], FoundationRecommender]]:
     """Unfitted "foundation" (ratings as actions) and "sasrec" (titles only) for a fit config."""
-    from pipelines.sources.movielens import read_ratings, read_titles
+    from pipelines.sources.movielens import read_titles
 
-    ratings = read_ratings(Path(dataset_dir))
+    ratings = _ratings(Path(dataset_dir))
     interactions = index_interactions(ratings)
     features = TokenFeatures.from_actions(
         ratings, interactions, rating_actions(ratings["rating"].to_numpy())
@@ -181,9 +180,16 @@ def foundation_models(
 
 def read_n_items(dataset_dir: Path) -> int:
     """Titles rated in the data set: the size of every split's item index."""
+    return int(_ratings(Path(dataset_dir))["title_id"].nunique())
+
+
+@lru_cache(maxsize=1)
+def _ratings(dataset_dir: Path) -> pd.DataFrame:
+    """The data set's ratings, read once for the builders and the item count (the last folder
+    read is kept: a 25M-rating file takes most of a minute to parse)."""
     from pipelines.sources.movielens import read_ratings
 
-    return int(read_ratings(Path(dataset_dir))["title_id"].nunique())
+    return read_ratings(dataset_dir)
 
 
 def screen_candidates(
