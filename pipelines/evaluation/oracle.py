@@ -7,8 +7,8 @@ the decision and the titles the member started before, it knows every title's tr
 time of the member's first target, so the report can say how close a model comes to the best
 possible ranking. It also knows how popular a title released on the evaluated day will be, which
 nothing before its release can tell; ``oracle_at_cutoff`` (``at_cutoff=True``) gives such titles
-the catalogue's expected popularity instead: the best ranking knowable at the cut-off. Only tokens the member played move the world's state (films seen, series
-progress); impressions and list adds are in the history the models read, but the generator did
+the catalogue's expected popularity instead: the best ranking knowable at the cut-off. Only
+tokens the member played move the world's state (films seen, series progress); impressions and list adds are in the history the models read, but the generator did
 not count them. It is a ``MemberRecommender``: its scores depend on who chooses and when.
 
 The oracle exists only when the lake came from the generator with a known config. Each day's

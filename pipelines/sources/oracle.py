@@ -17,6 +17,7 @@ without the generator's run state.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING
 
@@ -135,8 +136,6 @@ class Oracle:
         expected one of a title drawn from the catalogue, the best guess in the softmax.
         Everything else (taste, freshness, series) stays exact.
         """
-        from dataclasses import replace
-
         cat, weight = self.catalogue, self.config.popularity_weight
         log_pop = cat.log_popularity.copy()
         if weight != 0:

@@ -191,6 +191,19 @@ def test_validation_ndcg_in_the_loop_is_the_benchmarks_own_number():
         )
 
 
+def _spy_on_train_configs(monkeypatch) -> list:
+    """The ``TrainConfig`` of every ``train`` call the fit makes (calibration first), in order."""
+    seen = []
+    real_train = foundation.train
+
+    def spying_train(model, loss_fn, data, train_config, *args, **kwargs):
+        seen.append(train_config)
+        return real_train(model, loss_fn, data, train_config, *args, **kwargs)
+
+    monkeypatch.setattr(foundation, "train", spying_train)
+    return seen
+
+
 def test_validations_per_run_spreads_validations_over_the_budget(monkeypatch):
     split = leave_one_out_split(index_interactions(_planted(n_users=20)))
     config = replace(
@@ -200,14 +213,7 @@ def test_validations_per_run_spreads_validations_over_the_budget(monkeypatch):
         validations_per_run=4,
         train_overrides={"batch_size": 4},
     )
-    seen = []
-    real_train = foundation.train
-
-    def spying_train(model, loss_fn, data, train_config, *args, **kwargs):
-        seen.append(train_config)
-        return real_train(model, loss_fn, data, train_config, *args, **kwargs)
-
-    monkeypatch.setattr(foundation, "train", spying_train)
+    seen = _spy_on_train_configs(monkeypatch)
     FoundationRecommender(config).fit(split)
     run = seen[-1]  # the first call is the calibration
     assert run.eval_every == max(run.max_steps // 4, 1)
@@ -231,14 +237,7 @@ def test_full_budget_takes_every_step_and_ends_with_the_best_validated_weights(m
             "early_stopping_patience": 1,
         },
     )
-    seen = []
-    real_train = foundation.train
-
-    def spying_train(model, loss_fn, data, train_config, *args, **kwargs):
-        seen.append(train_config)
-        return real_train(model, loss_fn, data, train_config, *args, **kwargs)
-
-    monkeypatch.setattr(foundation, "train", spying_train)
+    seen = _spy_on_train_configs(monkeypatch)
     model = FoundationRecommender(config)
     model.fit(split)
     run, result = seen[-1], model.train_result  # the first call is the calibration
