@@ -77,16 +77,20 @@ def screen(
     split: LeaveOneOutSplit,
     build: Callable[[FoundationFitConfig], FoundationRecommender],
     candidates: Mapping[str, FoundationFitConfig],
+    fitted: dict[str, FoundationRecommender] | None = None,
 ) -> pd.DataFrame:
     """Fit every candidate on ``split.train`` and score it on ``split.validation`` only.
 
     Rows: candidate labels; columns: the validation metrics (``summarise``), optimizer steps,
     the best-validated step and the CPU seconds of the fit. The test targets are never read.
+    ``fitted``, when given, receives each fitted candidate under its label.
     """
     rows = {}
     for label, config in candidates.items():
         model = build(config)
         model.fit(split)
+        if fitted is not None:
+            fitted[label] = model
         result = model.train_result
         rows[label] = {
             **summarise(rank_targets(model, split.validation)),
@@ -112,7 +116,8 @@ class Selection:
     sasrec: FoundationFitConfig | None = None  # None: sasrec(foundation)
     # Screen these presets (each model's own variant) with screen_minutes of CPU each on the
     # validation items, then refit the best validation NDCG@10 with the foundation/sasrec
-    # budget, seed and name. Empty: no screen, the presets above are used as they are.
+    # budget, seed and name (a screen at that budget is kept, not refitted). Empty: no
+    # screen, the presets above are used as they are.
     candidates: tuple[str, ...] = ()
     screen_minutes: float = 3.0
     on_screen: Callable[[str, pd.DataFrame], None] | None = None  # sees each model's screen
@@ -158,12 +163,19 @@ def foundation_models(
                 raise ValueError("the split was not cut from this dataset's ratings")
             config = final
             if selection.candidates:
-                table = screen(split, build, screen_candidates(selection, final))
+                fitted: dict[str, FoundationRecommender] = {}
+                table = screen(split, build, screen_candidates(selection, final), fitted)
                 if selection.on_screen is not None:
                     selection.on_screen(name, table)
-                chosen = FIT_PRESETS[best_on_validation(table)]
+                best = best_on_validation(table)
+                if selection.screen_minutes == final.train_minutes:
+                    # The screen ran the final budget and seed: its fit is the refit.
+                    return fitted[best]
                 config = replace(
-                    chosen, name=final.name, seed=final.seed, train_minutes=final.train_minutes
+                    FIT_PRESETS[best],
+                    name=final.name,
+                    seed=final.seed,
+                    train_minutes=final.train_minutes,
                 )
             model = build(config)
             model.fit(split)

@@ -255,5 +255,8 @@ def test_movielens_presets_train_their_whole_budget_and_the_others_keep_early_st
         assert sasrec(FIT_PRESETS[name]).full_budget, name
         # Without a budget the preset's patience still ends the run (no 200 epochs).
         assert FIT_PRESETS[name].train_overrides["early_stopping_patience"] > 0
+        # A screen compares like with like: the same validations on the same metric.
+        assert FIT_PRESETS[name].validations_per_run == 20, name
+        assert FIT_PRESETS[name].train_overrides["early_stopping_metric"] == "ndcg@10", name
     assert not FIT_PRESETS["tiny"].full_budget
     assert not foundation.FoundationFitConfig().full_budget

@@ -3,15 +3,19 @@ layout, and the selection of fit presets on the validation items."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipelines.evaluation.baselines import MostPopular
+from pipelines.evaluation.foundation import FIT_PRESETS, FoundationRecommender
 from pipelines.evaluation.movielens import (
+    Selection,
     best_on_validation,
     fit_most_popular,
+    foundation_models,
     leave_one_out_benchmark,
     load_leave_one_out,
     main,
@@ -84,6 +88,27 @@ def test_selection_screens_on_validation_and_refits_the_best(
     assert "validation screen" in out and "ml-1m: 140 test users" in out
     # The transformer's row also shows the validation numbers its choices were made on.
     assert "val_ndcg_at_10" in out and "best_step" in out
+
+
+def test_a_screen_at_the_final_budget_keeps_its_fit_instead_of_refitting(
+    shared_datasets: Path, tmp_path: Path, monkeypatch
+):
+    folder = _hand_made_ml_1m(tmp_path / "ml-1m", shared_datasets)
+    fitted: list[FoundationRecommender] = []
+    real_fit = FoundationRecommender.fit
+
+    def counting_fit(self, split):
+        fitted.append(self)
+        real_fit(self, split)
+
+    monkeypatch.setattr(FoundationRecommender, "fit", counting_fit)
+    split = load_leave_one_out(folder)
+    final = replace(FIT_PRESETS["tiny"], train_minutes=0.005, seed=1)
+    for screen_minutes, fits in ((0.005, 1), (0.004, 2)):  # the final budget, a shorter one
+        fitted.clear()
+        selection = Selection(foundation=final, candidates=("tiny",), screen_minutes=screen_minutes)
+        model = foundation_models(folder, selection)["foundation"](split)
+        assert len(fitted) == fits and model is fitted[-1]
 
 
 def test_best_on_validation_takes_the_highest_ndcg():
