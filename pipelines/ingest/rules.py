@@ -6,18 +6,20 @@ every rejected record is kept with why, while GE certifies the accepted rows as 
 
 Typed Parquet rows (``landing.read_landing_parquet``) skip the parse: they go to
 ``classify_events`` as they are and get the same rules and reasons, less the ones only text can
-break (``empty_line``, ``invalid_utf8``, ``malformed_json``, ``wrong_type:*``).
+break (``empty_line``, ``malformed_json``, ``wrong_type:*``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from pipelines.ingest.landing import LANDING_PARQUET_SCHEMA
 from pipelines.schemas import DEVICES, EVENT_TYPES, LANDING_EVENT_FIELDS
 
 REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "user_id", "title_id", "event_type", "event_ts")
@@ -107,8 +109,18 @@ def _text_checks() -> list[tuple[str, Column]]:
 
 
 def _typed_checks() -> list[tuple[str, Column]]:
-    """The rules of a typed row (Parquet): a missing field is a null; types are the file's."""
-    return [(f"missing_field:{name}", F.col(name).isNull()) for name in REQUIRED_FIELDS]
+    """The rules of a typed row (Parquet): a missing field is a null; types are the file's.
+
+    Parquet's string columns are not checked for UTF-8 on read (a producer can write any bytes
+    as a string), so a row with a string that is not UTF-8 is rejected as a JSON line would be.
+    """
+    strings = [f.name for f in LANDING_PARQUET_SCHEMA.fields if isinstance(f.dataType, StringType)]
+    all_valid = reduce(
+        Column.__and__, [F.coalesce(F.is_valid_utf8(name), F.lit(True)) for name in strings]
+    )
+    return [("invalid_utf8", ~all_valid)] + [
+        (f"missing_field:{name}", F.col(name).isNull()) for name in REQUIRED_FIELDS
+    ]
 
 
 def _reason_rules(

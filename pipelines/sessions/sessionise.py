@@ -17,13 +17,10 @@ Rules a reader of the tables can rely on:
   is partitioned by the date its session started. Processing day D rewrites the sessions of D-1
   and D, because D's events may extend a session that started on D-1.
 
-Known gap: a session whose events arrive over three or more day partitions (more than 24 h of
-activity with no gap over the limit, across two midnights) keeps one ``session_id`` and its
-``seq_in_session`` numbers, but its ``silver/sessions`` row is not updated by the third day's
-events when days run in order: day D continues it from D-1's tail, but its first event is on
-D-2 or earlier, so D's rewrite (partitions D-1 and D, summarised from the tail and D) cannot
-summarise it. Re-running D-1 once D exists repairs the row (its rewrite reads D). The test
-``test_a_session_longer_than_a_day_keeps_one_id_its_summary_goes_stale`` pins both.
+A session longer than a day (over two or more midnights, no pause over the gap) keeps one
+``session_id`` and its numbering; its ``silver/sessions`` row, in the partition of the day it
+began, is rewritten whole by every day that touches it (``silver._parts_beyond`` finds its events
+outside D-1..D+1), so any run order gives the same tables.
 """
 
 from __future__ import annotations

@@ -129,8 +129,18 @@ def _rewrite_summaries(
     ]
     if tail is not None:
         crossing.append(tail)
+    # Sessions longer than a day: the parts outside D-1..D+1 (before D-1 when the tail's session
+    # began earlier, after D+1 when a re-run day's session goes on), so each is summarised whole.
+    beyond, earlier_days = _parts_beyond(spark, events_path, day, tail, into_later)
+    if beyond is not None:
+        crossing.append(beyond)
     crossing_rows = reduce(DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing])
-    crossing_summary = summarise_sessions(crossing_rows, previous, day)
+    first_day = min([previous, *earlier_days])
+    crossing_summary = summarise_sessions(crossing_rows, first_day, day)
+    if earlier_days:
+        crossing_summary = crossing_summary.cache()  # read by the writes of every partition
+        _update_earlier_summaries(spark, sessions_path, crossing_summary, earlier_days)
+        crossing_summary = crossing_summary.where(F.col("event_date") >= F.lit(previous))
     summary = summarise_sessions(within_day, previous, day).unionByName(crossing_summary)
     stored = read_partitions(spark, sessions_path, previous)
     rows = summary
@@ -156,9 +166,84 @@ def _rewrite_summaries(
         schema=SESSIONS,
         stats_columns=SKIPPING_STATS["silver/sessions"],
     )
+    crossing_summary.unpersist()
     # Counted from the Delta log's per-file statistics: no data is read again.
     started = read_partitions(spark, sessions_path, day).count()
     return started
+
+
+def _parts_beyond(
+    spark: SparkSession,
+    events_path: str,
+    day: dt.date,
+    tail: DataFrame | None,
+    into_later: DataFrame,
+) -> tuple[DataFrame | None, list[dt.date]]:
+    """The events outside partitions D-1..D+1 of the sessions D's rewrite summarises, and the
+    days before D-1 on which some of them began.
+
+    Backwards: a session of the tail without its first event (seq 0) on D-1 began earlier; walk
+    back a partition at a time until each one's first event is found. Forwards (a re-run, D+2
+    present): a session continuing into D+1 may go on; walk on while a partition holds it. A
+    session's calendar days have no gaps (no pause is over the inactivity gap), so the walk
+    stops at the first partition without any of its events. Rare and small: on most days both
+    sets are empty and this costs one aggregate of the tail and one of D+1.
+    """
+    earlier: list[str] = []
+    if tail is not None:
+        earlier = [
+            row["session_id"]
+            for row in tail.groupBy("session_id")
+            .agg(F.min("seq_in_session").alias("_first_seq"))
+            .where(F.col("_first_seq") > 0)
+            .select("session_id")
+            .collect()
+        ]
+    going_on = [row["session_id"] for row in into_later.collect()]
+    parts, started_on = [], []
+    for ids, start, step in (
+        (earlier, day - dt.timedelta(days=2), -1),
+        (going_on, day + dt.timedelta(days=2), 1),
+    ):
+        when, wanted = start, set(ids)
+        while wanted:
+            rows = read_partitions(spark, events_path, when)
+            found = rows.where(F.col("session_id").isin(sorted(wanted))).select(*_SUMMARY_COLUMNS)
+            hits = found.collect()
+            if not hits:
+                break
+            parts.extend(hits)
+            if step < 0:
+                began = {r["session_id"] for r in hits if r["seq_in_session"] == 0}
+                started_on += [when] if began else []
+                wanted -= began
+            else:
+                wanted = {r["session_id"] for r in hits}
+            when += dt.timedelta(days=step)
+    if not parts:
+        return None, []
+    schema = read_partitions(spark, events_path, day).select(*_SUMMARY_COLUMNS).schema
+    return spark.createDataFrame(parts, schema), started_on
+
+
+def _update_earlier_summaries(
+    spark: SparkSession, sessions_path: str, summaries: DataFrame, days: list[dt.date]
+) -> None:
+    """Replace the rows of sessions in ``summaries`` that began on ``days`` (before D-1) in their
+    own ``silver/sessions`` partitions, keeping every other session of those days."""
+    for started in days:
+        rows = summaries.where(F.col("event_date") == F.lit(started))
+        stored = read_partitions(spark, sessions_path, started)
+        if stored is not None:
+            kept = stored.join(F.broadcast(rows.select("session_id")), "session_id", "left_anti")
+            rows = rows.unionByName(kept.select(*rows.columns))
+        replace_partitions(
+            rows,
+            sessions_path,
+            started,
+            schema=SESSIONS,
+            stats_columns=SKIPPING_STATS["silver/sessions"],
+        )
 
 
 def sessionise_day(

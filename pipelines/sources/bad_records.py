@@ -6,10 +6,12 @@ between the good ones (the good events all stay), and every one is listed in the
 rejects (or dedupes) exactly the injected ones. Except for the two duplicate kinds, an injected
 line carries a fresh ``event_id`` (``e<day>-x<n>``) so that each line breaks one rule only.
 
-Parquet landing files are typed, so a line that is not JSON, not UTF-8 or holds a string where a
-number belongs cannot exist there: ``PARQUET_BAD_KINDS`` are the kinds a typed row can carry
-(missing fields as nulls, empty ids, bad enums, negative durations, timestamps far in the past or
-the future, duplicates, out-of-range ratings), and ``render_bad_record`` builds them as typed rows.
+Parquet landing files are typed, so a line that is not JSON or holds a string where a number
+belongs cannot exist there: ``PARQUET_BAD_KINDS`` are the kinds a typed row can carry (missing
+fields as nulls, empty ids, bad enums, negative durations, timestamps far in the past or the
+future, duplicates, out-of-range ratings), and ``render_bad_record`` builds them as typed rows.
+A string that is not UTF-8 can be in a Parquet file from another producer (bronze rejects it),
+but not in one from pyarrow, which this generator writes with.
 """
 
 from __future__ import annotations

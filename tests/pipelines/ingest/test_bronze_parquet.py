@@ -7,6 +7,7 @@ file can carry, then generator days of one seed written as JSONL, as Parquet and
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import shutil
 from dataclasses import replace
@@ -147,6 +148,42 @@ def test_every_bad_parquet_row_is_kept_with_its_reason_row_number_and_json(spark
     other = accepted.where("event_id = 'other-3'").first()
     assert (other["rating"], other["country"]) == (5.0, None)
     assert other["event_ts"] == dt.datetime(2026, 1, 2, 12, 3)
+
+
+def _strings_unchecked(values: list[bytes]) -> pa.Array:
+    """A Parquet string column holding these bytes as they are (pyarrow would refuse bad UTF-8
+    from Python strings; another producer need not)."""
+    offsets = pa.array([0, *itertools.accumulate(len(v) for v in values)], pa.int32())
+    data = pa.py_buffer(b"".join(values))
+    return pa.Array.from_buffers(pa.string(), len(values), [None, offsets.buffers()[1], data])
+
+
+def test_a_parquet_string_that_is_not_utf8_is_rejected_with_its_row(spark, settings):
+    folder = Path(settings.landing_root) / "events" / f"date={DAY.isoformat()}"
+    folder.mkdir(parents=True)
+    good = pa.Table.from_pylist(
+        [_event(f"e{i}") for i in range(4)], schema=landing_parquet_schema()
+    )
+    bad_user = [b"u1", b"u\xff1", b"u1", b"u1"]
+    bad_country = [b"GB", b"GB", b"G\xc3", b"GB"]
+    table = good.set_column(1, "user_id", _strings_unchecked(bad_user))
+    table = table.set_column(9, "country", _strings_unchecked(bad_country))
+    assert table.schema.names[1] == "user_id" and table.schema.names[9] == "country"
+    pq.write_table(table, folder / "part-00000.parquet")
+
+    report = ingest_events_day(spark, settings, DAY, IngestRules(), ingested_at=INGESTED_AT)
+    assert (report.received, report.accepted, report.rejected) == (4, 2, 2)
+    rejected = read_partitions(spark, settings.table_path("bronze", "events_rejected"), DAY)
+    rows = sorted(rejected.collect(), key=lambda r: r["line_number"])
+    assert [(r["line_number"], r["reason"]) for r in rows] == [
+        (2, "invalid_utf8"),
+        (3, "invalid_utf8"),
+    ]
+    # The readable record replaces the bad bytes; the row itself stays in its landing file.
+    assert json.loads(rows[0]["raw"])["user_id"] == "u\ufffd1"
+    assert json.loads(rows[1]["raw"])["event_id"] == "e2"
+    accepted = read_partitions(spark, settings.table_path("bronze", "events"), DAY)
+    assert sorted(r["event_id"] for r in accepted.collect()) == ["e0", "e3"]
 
 
 def test_a_parquet_column_of_the_wrong_type_fails_the_day_by_name(spark, settings):

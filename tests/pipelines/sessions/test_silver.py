@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-import pytest
-
 from pipelines.lake import read_partitions, replace_partitions
 from pipelines.schemas import BRONZE_EVENTS
 from pipelines.sessions.sessionise import SessionConfig
@@ -68,26 +66,29 @@ def test_summaries_follow_sessions_across_midnights_and_survive_a_rerun(spark, s
     assert report.continued_from_previous_day == 2  # a2, a3
 
 
-def test_a_session_longer_than_a_day_keeps_one_id_its_summary_goes_stale(spark, settings):
-    """Events every 20 min from day 1 22:00 to day 3 01:00: one 27-hour session, two midnights.
+def test_a_session_over_four_day_partitions_is_summarised_whole_in_any_run_order(spark, settings):
+    """Events every 20 min from day 1 22:00 to day 4 01:00: one 51-hour session, three midnights.
 
-    ``silver/session_events`` gets it right: one ``session_id`` (of its first event) and
-    ``seq_in_session`` 0..81 on every run and re-run. ``silver/sessions`` does not when the days
-    run in order: day 3 continues a session whose first event is two partitions back, which
-    ``_rewrite_summaries`` never reads nor rewrites (it summarises from D-1's tail and rewrites
-    partitions D-1 and D only), so the row keeps day 2's end. Re-running day 2 (day 3 present)
-    repairs it: the result depends on run order. Known; see the xfail at the end.
+    Run in order, day 3 continues a session whose first event is two partitions back and day 4
+    one three back: each walks back to its start and rewrites day 1's row. Re-running day 2 or 3
+    (later days present) walks forward as well. Every order gives the same two tables.
     """
-    start = dt.datetime(2026, 1, 1, 22, 0)
-    times = [start + dt.timedelta(minutes=20 * i) for i in range(82)]
-    assert times[-1] == dt.datetime(2026, 1, 3, 1, 0)
-    for day in (DAY1, DAY2, DAY3):
+    day4 = DAY3 + dt.timedelta(days=1)
+    days = (DAY1, DAY2, DAY3, day4)
+    start, nine = dt.datetime(2026, 1, 1, 22, 0), dt.datetime(2026, 1, 2, 9, 0)
+    times = [start + dt.timedelta(minutes=20 * i) for i in range(154)]
+    assert times[-1] == dt.datetime(2026, 1, 4, 1, 0)
+    for day in days:
         rows = [
             (f"x{i:03d}", "u9", f"t{i // 10}", "play_progress", ts, 60.0, None, None, "tv", "GB")
             + ("f", ts, day)
             for i, ts in enumerate(times)
             if ts.date() == day
         ]
+        if day == DAY2:  # a second member's short session on a day the long one spans
+            rows.append(
+                ("y0", "u8", "t1", "play_stop", nine, 60.0, None, None, "tv", "GB", "f", nine, day)
+            )
         replace_partitions(
             spark.createDataFrame(rows, BRONZE_EVENTS),
             settings.table_path("bronze", "events"),
@@ -98,33 +99,38 @@ def test_a_session_longer_than_a_day_keeps_one_id_its_summary_goes_stale(spark, 
     sessions_path = settings.table_path("silver", "sessions")
 
     def session_events():
-        rows = read_partitions(spark, events_path, DAY1, DAY3).collect()
+        rows = read_partitions(spark, events_path, DAY1, day4).collect()
         return sorted((r["event_id"], r["session_id"], r["seq_in_session"]) for r in rows)
 
     def sessions():
-        rows = read_partitions(spark, sessions_path, DAY1, DAY3).collect()
-        return [
+        rows = read_partitions(spark, sessions_path, DAY1, day4).collect()
+        return sorted(
             (r["session_id"], r["event_date"], r["start_ts"], r["end_ts"])
             + (r["n_events"], r["n_titles"])
             for r in rows
-        ]
-
-    for day in (DAY1, DAY2, DAY3):
-        sessionise_day(spark, settings, day, SessionConfig())
-    session_id = hashlib.sha256(b"u9|x000").hexdigest()
-    want_events = [(f"x{i:03d}", session_id, i) for i in range(82)]
-    assert session_events() == want_events
-    in_order = sessions()
-
-    want = [(session_id, DAY1, start, times[-1], 82, 9)]  # titles t0..t8
-    for day in (DAY3, DAY2):  # re-runs: same ids and numbers; day 2 sees day 3, so it is whole
-        sessionise_day(spark, settings, day, SessionConfig())
-        assert session_events() == want_events
-    assert sessions() == want
-
-    # Known gap: run in order, day 3's four events (x078..x081, one new title t8) are missing.
-    if in_order == [(session_id, DAY1, start, dt.datetime(2026, 1, 2, 23, 40), 78, 8)]:
-        pytest.xfail(
-            "silver/sessions misses a session's events two or more partitions after its start"
         )
-    assert in_order == want
+
+    session_id = hashlib.sha256(b"u9|x000").hexdigest()
+    want_events = [(f"x{i:03d}", session_id, i) for i in range(154)]
+    want_events.append(("y0", hashlib.sha256(b"u8|y0").hexdigest(), 0))
+    want = sorted(
+        [
+            (session_id, DAY1, start, times[-1], 154, 16),  # titles t0..t15
+            (hashlib.sha256(b"u8|y0").hexdigest(), DAY2, nine, nine, 1, 1),
+        ]
+    )
+    for day in days:
+        sessionise_day(spark, settings, day, SessionConfig())
+        assert session_events() == sorted(e for e in want_events if e[0] in _ids_up_to(day))
+    assert sessions() == want
+    for day in (DAY2, DAY3, DAY1, day4):  # re-runs, later days present
+        sessionise_day(spark, settings, day, SessionConfig())
+        assert session_events() == sorted(want_events)
+        assert sessions() == want, f"after re-running {day}"
+
+
+def _ids_up_to(day: dt.date) -> set[str]:
+    """Event ids of the long-session test that have arrived by ``day``."""
+    start = dt.datetime(2026, 1, 1, 22, 0)
+    ids = {f"x{i:03d}" for i in range(154) if (start + dt.timedelta(minutes=20 * i)).date() <= day}
+    return ids | ({"y0"} if day >= DAY2 else set())
