@@ -79,6 +79,16 @@ class FoundationConfig(PretrainedConfig):
     # Titles older than the last bucket share bias 0. 0 turns it off; so does use_metadata off
     # (release dates come from the metadata).
     freshness_buckets: int = 8
+    # A second freshness table for titles embedded from metadata alone (untrained, or hidden by
+    # id dropout): a trained young title's id embedding already holds its pull, so one shared
+    # table learns too small a lift for a title nobody has seen yet.
+    cold_freshness: bool = False
+    # Title bias: each title's next-title logit adds a learned bias, its popularity apart from
+    # anyone's taste (the dot product is left to carry taste). A trained title's bias is its own;
+    # with metadata the bias is mixed, like the embedding, with one predicted from the title's
+    # metadata by the same age gate, so a title embedded from metadata alone (new, or dropped
+    # by cold_title_rate) gets the popularity its kind of title has. Starts at 0.
+    title_bias: bool = False
     # Series: every episode's embedding adds a learned embedding of its series (shared by all
     # its episodes, starting at zero), so "the next episode of the series I am watching" is one
     # pattern to learn, not one per episode. Series indices come with the metadata
@@ -97,12 +107,20 @@ class FoundationConfig(PretrainedConfig):
     # episode 7 of a series they have not begun. Needs use_metadata (series and episode
     # positions come from the metadata).
     next_episode_only: bool = True
+    # Train the next-title softmax over the same titles: episodes recommend would not offer at a
+    # position (past a series' next one) are left out of it, the target excepted.
+    train_servable_only: bool = False
 
     # --- objectives ------------------------------------------------------------------------
     num_sampled_negatives: int = 0  # 0: full softmax over the catalogue; >0: sampled softmax
     mtp_n: int = 0  # extra multi-token-prediction heads, predicting t+2 .. t+1+mtp_n
     mtp_weight: float = 0.1  # weight of the mean multi-token-prediction loss (0.5 hurt ml-100k)
     genre_weight: float = 0.0  # weight of the next-title genre BCE loss; 0 builds no genre head
+    # Weight of a second next-title cross-entropy over the catalogue embedded from metadata alone
+    # (every title as if released after training): the member's state learns to match a title
+    # it has no interactions for on every target, not only on the young titles id dropout hides.
+    # Costs a second (targets x titles) softmax per step. 0: off.
+    metadata_loss_weight: float = 0.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.d_model % self.n_heads:

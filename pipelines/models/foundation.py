@@ -58,6 +58,9 @@ rate per step whatever its gradient, and a logit bias has to travel units, not h
 lr 2e-3 a few hundred steps would move it by < 0.5)."""
 SERIES_POSITION_COLUMN = 4
 """The episode's place in its series is metadata column ``num_genres + 4``."""
+TITLE_BIAS_SCALE = 10.0
+"""The title bias is stored divided by this, for the reason of ``FRESHNESS_SCALE``: popularity
+spans several logits."""
 CONTINUATION_SCALE = 10.0
 """The shared continue-watching bonus is stored divided by this, for the reason of
 ``FRESHNESS_SCALE``: the generator's bonus is several logits."""
@@ -162,6 +165,7 @@ class FoundationOutput:
     next_title_loss: torch.Tensor  # () float: next-title cross-entropy (full softmax in eval)
     mtp_loss: torch.Tensor | None  # () float: mean over MTP heads with targets; None if off
     genre_loss: torch.Tensor | None  # () float: next-title genre BCE; None if off
+    metadata_loss: torch.Tensor | None  # () float: next-title CE from metadata alone; None if off
     hit_at_1: torch.Tensor | None  # () float: share of targets ranked first (eval only)
     hit_at_10: torch.Tensor | None  # () float: share of targets in the top 10 (eval only)
 
@@ -172,6 +176,7 @@ class FoundationOutput:
             "next_title_loss": self.next_title_loss,
             "mtp_loss": self.mtp_loss,
             "genre_loss": self.genre_loss,
+            "metadata_loss": self.metadata_loss,
             "hit_at_1": self.hit_at_1,
             "hit_at_10": self.hit_at_10,
         }
@@ -195,6 +200,7 @@ class KVCache:
     offered: torch.Tensor  # (B, N) bool: successors of the history's episodes (to continue)
     last_times: torch.Tensor | None  # (B,) int64 unix seconds of each row's newest token
     titles: torch.Tensor  # (N, D) float: title embeddings at init_cache (stale if metadata changes)
+    title_bias: torch.Tensor | None  # (N,) float: title logit biases at init_cache; None if off
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,9 +244,21 @@ class FoundationModel(PreTrainedModel):
             # interactions behind their id embedding, can lean on it more; learned from data.
             self.gate_bias = nn.Parameter(torch.zeros(()))
             self.gate_slope = nn.Parameter(torch.zeros(()))
+        if config.title_bias:
+            # A trained title's popularity as its own logit bias; a new title's from its metadata
+            # (read off the metadata projection's hidden layer), mixed by the same gate.
+            self.title_id_bias = nn.Parameter(torch.zeros(N))
+            if config.use_metadata:
+                self.metadata_bias = nn.Linear(D, 1)
         if config.active_freshness_buckets > 0:
             # One logit bias per age bucket; titles past the last bucket keep 0.
             self.freshness_bias = nn.Parameter(torch.zeros(config.active_freshness_buckets))
+            if config.cold_freshness:
+                # A second table for titles embedded from metadata alone: an id embedding already
+                # holds a young title's pull, a metadata embedding does not.
+                self.cold_freshness_bias = nn.Parameter(
+                    torch.zeros(config.active_freshness_buckets)
+                )
         if config.active_series_embedding and config.num_series > 0:
             self.series_embedding = nn.Embedding(config.num_series, D)
         if config.active_continuation_bonus:
@@ -289,6 +307,13 @@ class FoundationModel(PreTrainedModel):
             init.zeros_(module.gate_slope)
         if module.config.active_freshness_buckets > 0:
             init.zeros_(module.freshness_bias)
+            if module.config.cold_freshness:
+                init.zeros_(module.cold_freshness_bias)
+        if module.config.title_bias:
+            init.zeros_(module.title_id_bias)
+            if module.config.use_metadata:
+                init.zeros_(module.metadata_bias.weight)
+                init.zeros_(module.metadata_bias.bias)
         if module.config.active_series_embedding and module.config.num_series > 0:
             init.zeros_(module.series_embedding.weight)
         if module.config.active_continuation_bonus:
@@ -369,6 +394,9 @@ class FoundationModel(PreTrainedModel):
             torch.cat([old.data, extra * self.config.initializer_range])
         )
         self.title_id_embedding.num_embeddings = num_titles
+        if self.config.title_bias:  # new titles start at 0: their metadata carries them
+            extra_bias = old.new_zeros(num_titles - old.shape[0])
+            self.title_id_bias = nn.Parameter(torch.cat([self.title_id_bias.data, extra_bias]))
         log_q = torch.cat(
             [self.title_log_q, self.title_log_q.min().expand(num_titles - old.shape[0])]
         )
@@ -392,50 +420,113 @@ class FoundationModel(PreTrainedModel):
             self.series_embedding.num_embeddings = num_series
         self.config.num_series = num_series
 
-    def title_embeddings(self) -> torch.Tensor:
-        """(N, D): every title's embedding, input and output alike.
+    def draw_titles(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """How each title is embedded in this call: (warm (N,) bool: with its id embedding,
+        with_series (N,) bool: with its series' embedding).
 
-        gate * id_embedding + (1 - gate) * proj(metadata), gate = sigmoid(a + b*log1p(age))
-        for trained titles and 0 for untrained ones, plus the series embedding for episodes;
-        the id embedding alone without metadata.
-        In training, each title younger than ``config.cold_title_max_age_days`` at the cut-off is
-        also embedded from metadata alone with probability ``config.cold_title_rate`` (redrawn
-        every call).
+        At inference: the trained titles, and every episode. In training (id dropout, redrawn
+        every call) each title younger than ``config.cold_title_max_age_days`` at the cut-off is
+        cold with probability ``config.cold_title_rate``, and so is each young series as a whole
+        (every episode young), ids and series embedding alike: a series released after training
+        has no series embedding either, so its first episode must be scored without one.
         """
-        emb = self.title_id_embedding.weight  # (N, D)
-        if not self.config.use_metadata:
-            return emb
+        warm = self.title_trained
+        episode = self.title_series != NO_SERIES  # (N,)
+        with_series = episode
+        rate = self.config.cold_title_rate
+        if self.training and rate > 0:
+            young = self.title_age_days < self.config.cold_title_max_age_days  # (N,)
+            cold = (torch.rand(warm.shape, device=warm.device) < rate) & young
+            if self.config.active_series_embedding and self.config.num_series > 0:
+                series = self.title_series.clamp(min=0)  # (N,)
+                has_old = torch.zeros(
+                    self.config.num_series, dtype=torch.bool, device=warm.device
+                ).index_put_((series[episode & ~young],), torch.tensor(True, device=warm.device))
+                new_series = (torch.rand(has_old.shape, device=warm.device) < rate) & ~has_old
+                whole = episode & new_series[series]  # (N,) episodes of series dropped whole
+                cold = cold | whole
+                with_series = episode & ~whole
+            warm = warm & ~cold
+        return warm, with_series
+
+    def title_table(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every title's embedding (N, D) and logit bias (N,) (None without
+        ``config.title_bias``), from one ``draw_titles``."""
+        warm, with_series = self.draw_titles()
+        return self.title_embeddings(warm, with_series), self.title_bias(warm)
+
+    def _metadata_checked(self) -> None:
         if not bool(self.has_metadata):
             raise RuntimeError(
                 "config.use_metadata is on but no title metadata is set: call "
                 "model.set_title_metadata(features, age_days, trained_mask) first"
             )
-        meta = self.metadata_proj(self.title_features)  # (N, D)
+
+    def _id_gate(self, warm: torch.Tensor) -> torch.Tensor:
+        """(N,) weight of each title's id side against its metadata side: sigmoid(a + b *
+        log1p(age)) for ``warm`` titles, 0 for the others."""
         gate = torch.sigmoid(self.gate_bias + self.gate_slope * torch.log1p(self.title_age_days))
-        warm = self.title_trained
-        if self.training and self.config.cold_title_rate > 0:
-            cold = torch.rand(warm.shape, device=warm.device) < self.config.cold_title_rate
-            cold = cold & (self.title_age_days < self.config.cold_title_max_age_days)
-            warm = warm & ~cold
-        gate = (gate * warm).unsqueeze(1)  # (N, 1)
+        return gate * warm
+
+    def title_embeddings(
+        self, warm: torch.Tensor | None = None, with_series: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N, D): every title's embedding, input and output alike.
+
+        gate * id_embedding + (1 - gate) * proj(metadata), gate = sigmoid(a + b*log1p(age))
+        for ``warm`` titles and 0 for the others, plus the series embedding for the episodes
+        ``with_series``; the id embedding alone without metadata. Both default to a fresh
+        ``draw_titles()``.
+        """
+        emb = self.title_id_embedding.weight  # (N, D)
+        if not self.config.use_metadata:
+            return emb
+        self._metadata_checked()
+        if warm is None or with_series is None:
+            drawn = self.draw_titles()
+            warm = drawn[0] if warm is None else warm
+            with_series = drawn[1] if with_series is None else with_series
+        meta = self.metadata_proj(self.title_features)  # (N, D)
+        gate = self._id_gate(warm).unsqueeze(1)  # (N, 1)
         mixed = gate * emb + (1.0 - gate) * meta  # (N, D)
         if not self.config.active_series_embedding or self.config.num_series == 0:
             return mixed
-        episode = (self.title_series != NO_SERIES).unsqueeze(1)  # (N, 1)
         series = self.series_embedding(self.title_series.clamp(min=0))  # (N, D)
-        return mixed + series * episode  # (N, D)
+        return mixed + series * with_series.unsqueeze(1)  # (N, D)
+
+    def title_bias(self, warm: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(N,) each title's next-title logit bias, None without ``config.title_bias``: its id
+        bias and the bias its metadata predicts, mixed like the embeddings (a title not
+        ``warm``, by default one untrained, has the metadata's alone). Not redrawn: ``warm``
+        defaults to the trained titles."""
+        if not self.config.title_bias:
+            return None
+        bias = TITLE_BIAS_SCALE * self.title_id_bias  # (N,)
+        if not self.config.use_metadata:
+            return bias
+        self._metadata_checked()
+        warm = self.title_trained if warm is None else warm
+        hidden = self.metadata_proj[:-1](self.title_features)  # (N, D) before the last layer
+        meta = TITLE_BIAS_SCALE * self.metadata_bias(hidden)[:, 0]  # (N,)
+        gate = self._id_gate(warm)  # (N,)
+        return gate * bias + (1.0 - gate) * meta
 
     # ----------------------------------------------------------------------------- freshness
 
     def freshness(
-        self, request_times: torch.Tensor, candidates: torch.Tensor | None = None
+        self,
+        request_times: torch.Tensor,
+        candidates: torch.Tensor | None = None,
+        warm: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The freshness bias of titles at requests: (bias (M, C) float, title index).
 
         ``request_times`` (M,) int64 unix seconds. Without ``candidates`` the columns are the
         titles young at some request (released less than ``freshness_horizon_days`` before
         the earliest one, or later), (C,); every other title's bias is 0. ``candidates`` (C,)
-        scores those titles at every request, (M, C) one row of titles per request.
+        scores those titles at every request, (M, C) one row of titles per request. With
+        ``config.cold_freshness`` titles not ``warm`` (N,) bool (default: the untrained ones)
+        read the cold table.
         """
         release = release_days(self.title_features, self.config.num_genres)  # (N,) days
         request = request_times.double() / 86_400.0  # (M,) days since the epoch
@@ -451,7 +542,12 @@ class FoundationModel(PreTrainedModel):
         )  # (M, C)
         old = bucket >= self.config.active_freshness_buckets
         table = FRESHNESS_SCALE * self.freshness_bias  # (buckets,) logit bias per age bucket
-        bias = table[bucket.clamp(max=self.config.active_freshness_buckets - 1)]
+        bucket = bucket.clamp(max=self.config.active_freshness_buckets - 1)
+        bias = table[bucket]
+        if self.config.cold_freshness:
+            warm = self.title_trained if warm is None else warm
+            cold = ~warm[candidates]  # (C,) or (M, C)
+            bias = torch.where(cold, FRESHNESS_SCALE * self.cold_freshness_bias[bucket], bias)
         return bias.masked_fill(old, 0.0), candidates
 
     def title_logits(
@@ -460,20 +556,27 @@ class FoundationModel(PreTrainedModel):
         titles: torch.Tensor,
         request_times: torch.Tensor | None,
         continuing: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        warm: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(M, N) next-title logits of queries (M, D) over title embeddings (N, D): dot
-        products plus the freshness bias at ``request_times`` (M,) when given and enabled, plus
-        the continue-watching bonus on ``continuing`` (M, N) bool titles when given and enabled
-        (``query`` is then the hidden state the bonus reads)."""
+        products plus the title bias (``bias`` (N,), default ``title_bias()``) when enabled,
+        plus the freshness bias at ``request_times`` (M,) when given and enabled, plus the
+        continue-watching bonus on ``continuing`` (M, N) bool titles when given and enabled
+        (``query`` is then the hidden state the bonus reads). ``warm`` (N,) bool: the titles
+        ``titles`` embedded with their ids (default: the trained ones)."""
         logits = query @ titles.T  # (M, N)
+        bias = self.title_bias() if bias is None else bias
+        if bias is not None:
+            logits = logits + bias  # (M, N)
         if continuing is not None and self.config.active_continuation_bonus:
             # logits + bonus * continuing in one pass (the same numbers, one (M, N) less)
             bonus = self.continuation(query)[:, None]  # (M, 1)
             logits = torch.addcmul(logits, bonus, continuing.to(logits.dtype))  # (M, N)
         if request_times is None or self.config.active_freshness_buckets == 0:
             return logits
-        bias, young = self.freshness(request_times)  # (M, Y), (Y,)
-        return logits.index_add(1, young, bias.to(logits.dtype))
+        fresh, young = self.freshness(request_times, warm=warm)  # (M, Y), (Y,)
+        return logits.index_add(1, young, fresh.to(logits.dtype))
 
     # ----------------------------------------------------------------------------- series
 
@@ -514,6 +617,22 @@ class FoundationModel(PreTrainedModel):
         out.scatter_(1, columns, True)  # (M, N + 1)
         out = out[:, :N]
         return out.view(B, T, N) if select is None else out
+
+    def unservable(self, continuing: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(M, N) bool: the episodes ``recommend`` would not offer at each of M positions, so
+        training ranks the titles serving ranks (``config.next_episode_only``): every episode
+        except a series' first one and those ``continuing`` (M, N) the member's series; never
+        a position's own ``target`` (M,) (a member may skip ahead). Without it the softmax
+        spends itself pushing down episodes no one can start, and a new series' first episode,
+        embedded from metadata like its siblings, is pushed down with them."""
+        N = self.num_titles
+        episode = self.title_series != NO_SERIES  # (N,)
+        following = torch.where(self.title_next >= 0, self.title_next, N)  # (N,)
+        has_previous = torch.zeros(N + 1, dtype=torch.bool, device=episode.device)
+        has_previous[following] = True
+        blocked = (episode & has_previous[:N])[None, :] & ~continuing  # (M, N)
+        blocked[torch.arange(len(target), device=target.device), target] = False
+        return blocked
 
     # ----------------------------------------------------------------------------- backbone
 
@@ -556,7 +675,9 @@ class FoundationModel(PreTrainedModel):
         """
         if batch.targets is None:
             raise ValueError("forward computes losses and needs batch.targets; use recommend()")
-        titles = self.title_embeddings()  # (N, D)
+        warm, with_series = self.draw_titles()  # (N,) each: how titles are embedded this step
+        titles = self.title_embeddings(warm, with_series)  # (N, D)
+        bias = self.title_bias(warm)  # (N,) or None
         h = self.hidden_states(batch, titles)  # (B, T, D)
         valid = batch.targets != PAD_INDEX  # (B, T)
         if not bool(valid.any()):
@@ -566,17 +687,24 @@ class FoundationModel(PreTrainedModel):
         times = batch.target_times
         when = None if times is None else times[valid]  # (M,) request time of each target
 
-        continuing = None
-        if self.config.active_continuation_bonus and bool((self.title_next >= 0).any()):
+        continuing = blocked = None
+        series_rules = self.config.active_continuation_bonus or self.config.active_next_episode_only
+        if series_rules and bool((self.title_next >= 0).any()):
             continuing = self.continuing(batch.titles, batch.mask, valid)  # (M, N)
+            if self.config.active_next_episode_only and self.config.train_servable_only:
+                blocked = self.unservable(continuing, target)  # (M, N)
 
         hit_at_1 = hit_at_10 = None
         if self.training:
-            next_title_loss = self._title_loss(h_valid, target, titles, when, continuing)
+            next_title_loss = self._title_loss(
+                h_valid, target, titles, when, continuing, bias, warm, blocked
+            )
         else:
             # Evaluation always scores the whole catalogue, so runs with and without sampled
             # softmax report comparable numbers.
-            logits = self.title_logits(h_valid, titles, when, continuing)  # (M, N)
+            logits = self.title_logits(h_valid, titles, when, continuing, bias, warm)  # (M, N)
+            if blocked is not None:
+                logits = logits.masked_fill(blocked, float("-inf"))
             next_title_loss = F.cross_entropy(logits, target)
             target_logit = logits.gather(1, target[:, None])  # (M, 1)
             rank = (logits > target_logit).sum(dim=1)  # (M,) titles scored strictly higher
@@ -594,7 +722,9 @@ class FoundationModel(PreTrainedModel):
                 if bool(mask.any()):
                     query = head(h[:, : later.shape[1]][mask])  # (M_k, D)
                     later_when = None if times is None else times[:, k:][mask]  # (M_k,)
-                    head_losses.append(self._title_loss(query, later[mask], titles, later_when))
+                    head_losses.append(
+                        self._title_loss(query, later[mask], titles, later_when, None, bias, warm)
+                    )
             if head_losses:
                 mtp_loss = torch.stack(head_losses).mean()
                 loss = loss + self.config.mtp_weight * mtp_loss
@@ -606,7 +736,19 @@ class FoundationModel(PreTrainedModel):
             genre_loss = F.binary_cross_entropy_with_logits(genre_logits, genre_labels)
             loss = loss + self.config.genre_weight * genre_loss
 
-        return FoundationOutput(loss, next_title_loss, mtp_loss, genre_loss, hit_at_1, hit_at_10)
+        metadata_loss = None
+        if self.config.metadata_loss_weight > 0 and self.config.use_metadata:
+            # Every title as if new: embedded (and biased) from its metadata alone.
+            cold = torch.zeros_like(self.title_trained)
+            cold_titles, cold_bias = self.title_embeddings(cold, cold), self.title_bias(cold)
+            metadata_loss = self._title_loss(
+                h_valid, target, cold_titles, when, continuing, cold_bias, cold, blocked
+            )
+            loss = loss + self.config.metadata_loss_weight * metadata_loss
+
+        return FoundationOutput(
+            loss, next_title_loss, mtp_loss, genre_loss, metadata_loss, hit_at_1, hit_at_10
+        )
 
     def _title_loss(
         self,
@@ -615,9 +757,12 @@ class FoundationModel(PreTrainedModel):
         titles: torch.Tensor,
         request_times: torch.Tensor | None,
         continuing: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        warm: torch.Tensor | None = None,
+        blocked: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of ``target`` (M,) given queries (M, D) over title embeddings (N, D),
-        with the freshness bias at ``request_times`` (M,) when given and the continue-watching
+        with the title bias ``bias`` (N,) when enabled, the freshness bias at ``request_times`` (M,) when given and the continue-watching
         bonus on ``continuing`` (M, N) when given.
 
         Full softmax, or with ``num_sampled_negatives`` S > 0 a sampled softmax: S shared
@@ -629,21 +774,29 @@ class FoundationModel(PreTrainedModel):
         """
         S = self.config.num_sampled_negatives
         if S == 0:
-            logits = self.title_logits(query, titles, request_times, continuing)  # (M, N)
+            logits = self.title_logits(query, titles, request_times, continuing, bias, warm)
+            if blocked is not None:
+                logits = logits.masked_fill(blocked, float("-inf"))
             return F.cross_entropy(logits, target)
+        bias = self.title_bias() if bias is None else bias
         negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
         positive = (query * titles[target]).sum(dim=1)  # (M,)
         negative = query @ titles[negatives].T - (
             math.log(S) + self.title_log_q[negatives]
         )  # (M, S)
+        if bias is not None:
+            positive = positive + bias[target]
+            negative = negative + bias[negatives]
         if request_times is not None and self.config.active_freshness_buckets > 0:
-            positive = positive + self.freshness(request_times, target[:, None])[0][:, 0]
-            negative = negative + self.freshness(request_times, negatives)[0]
+            positive = positive + self.freshness(request_times, target[:, None], warm)[0][:, 0]
+            negative = negative + self.freshness(request_times, negatives, warm)[0]
         if continuing is not None and self.config.active_continuation_bonus:
             bonus = self.continuation(query)  # (M,)
             positive = positive + bonus * continuing.gather(1, target[:, None])[:, 0]
             negative = negative + bonus[:, None] * continuing[:, negatives]
         negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
+        if blocked is not None:
+            negative = negative.masked_fill(blocked[:, negatives], float("-inf"))
         logits = torch.cat([positive[:, None], negative], dim=1)  # (M, 1 + S)
         return F.cross_entropy(logits, torch.zeros_like(target))
 
@@ -704,10 +857,11 @@ class FoundationModel(PreTrainedModel):
         k: int,
         exclude_seen: bool,
         titles: torch.Tensor,
+        bias: torch.Tensor | None,
         request_times: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         continuing = offered & ~seen  # (B, N)
-        scores = self.title_logits(hidden, titles, request_times, continuing)  # (B, N)
+        scores = self.title_logits(hidden, titles, request_times, continuing, bias)  # (B, N)
         if exclude_seen:
             scores = scores.masked_fill(seen, float("-inf"))
         if self.config.active_next_episode_only:
@@ -740,13 +894,13 @@ class FoundationModel(PreTrainedModel):
         """
         self._check_history(history)
         window = history.latest(self.config.max_len)  # (B, W)
-        titles = self.title_embeddings()  # (N, D)
+        titles, bias = self.title_table()  # (N, D), (N,) or None
         h = self.hidden_states(window, titles)  # (B, W, D)
         rows = torch.arange(len(window), device=h.device)
         last = h[rows, window.lengths - 1]  # (B, D)
         when = history.last_times if request_times is None else request_times
         seen, offered = self._seen(history), self._offered(history)
-        return self._top_k(last, seen, offered, k, exclude_seen, titles, when)
+        return self._top_k(last, seen, offered, k, exclude_seen, titles, bias, when)
 
     @torch.no_grad()
     def init_cache(self, history: SequenceBatch) -> KVCache:
@@ -754,10 +908,15 @@ class FoundationModel(PreTrainedModel):
         self._check_history(history)
         window = history.latest(self.config.max_len)  # (B, T)
         seen, offered = self._seen(history), self._offered(history)
-        return self._prefill(window, seen, offered, self.title_embeddings())
+        return self._prefill(window, seen, offered, *self.title_table())
 
     def _prefill(
-        self, window: SequenceBatch, seen: torch.Tensor, offered: torch.Tensor, titles: torch.Tensor
+        self,
+        window: SequenceBatch,
+        seen: torch.Tensor,
+        offered: torch.Tensor,
+        titles: torch.Tensor,
+        title_bias: torch.Tensor | None,
     ) -> KVCache:
         B, T = window.titles.shape
         W, H, Dh = self.config.max_len, self.config.n_heads, self.config.head_dim
@@ -776,7 +935,16 @@ class FoundationModel(PreTrainedModel):
         hidden = h[torch.arange(B, device=h.device), lengths - 1]  # (B, D)
         padded = _pad_to(window, W)
         return KVCache(
-            keys, values, padded, lengths, hidden, seen, offered, window.last_times, titles
+            keys,
+            values,
+            padded,
+            lengths,
+            hidden,
+            seen,
+            offered,
+            window.last_times,
+            titles,
+            title_bias,
         )
 
     @torch.no_grad()
@@ -794,7 +962,7 @@ class FoundationModel(PreTrainedModel):
         W = self.config.max_len
         if bool((cache.lengths >= W).any()):
             slid = _append(cache.window, cache.lengths, token).latest(W)  # (B, W)
-            return self._prefill(slid, cache.seen, cache.offered, cache.titles)
+            return self._prefill(slid, cache.seen, cache.offered, cache.titles, cache.title_bias)
         positions = cache.lengths[:, None]  # (B, 1)
         x = self._embed(token, positions, cache.titles)  # (B, 1, D)
         for block, cache_k, cache_v in zip(self.blocks, cache.keys, cache.values, strict=True):
@@ -817,7 +985,14 @@ class FoundationModel(PreTrainedModel):
         same ``request_times`` default (each row's newest token time)."""
         when = cache.last_times if request_times is None else request_times
         return self._top_k(
-            cache.hidden, cache.seen, cache.offered, k, exclude_seen, cache.titles, when
+            cache.hidden,
+            cache.seen,
+            cache.offered,
+            k,
+            exclude_seen,
+            cache.titles,
+            cache.title_bias,
+            when,
         )
 
 

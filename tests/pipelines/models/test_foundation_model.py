@@ -205,10 +205,18 @@ def token_at(events: SequenceBatch, index: torch.Tensor) -> SequenceBatch:
 FEATURES = ("actions", "watch_fraction", "gaps", "devices", "hours", "weekdays", "times")
 
 
-def test_kv_cache_steps_match_uncached_scores() -> None:
-    model = make_model(mtp_n=1).eval()
+@pytest.mark.parametrize(
+    "overrides", [{"mtp_n": 1}, {"title_bias": True, "cold_freshness": True}], ids=str
+)
+def test_kv_cache_steps_match_uncached_scores(overrides: dict) -> None:
+    model = make_model(**overrides).eval()
     with torch.no_grad():  # as if trained: fresher titles score differently
         model.freshness_bias.copy_(torch.linspace(-3.0, 2.0, model.config.freshness_buckets))
+        if model.config.title_bias:  # and popular titles, and untrained ones by their metadata
+            model.title_id_bias.normal_(std=0.3)
+            model.metadata_bias.weight.normal_(std=0.3)
+            model.cold_freshness_bias.copy_(torch.linspace(2.0, -1.0, 8))
+            model.title_trained[::3] = False
     events = random_batch(torch.Generator().manual_seed(7), [30, 30, 30], 30, targets=False)
     # Rows start at different lengths, so they fill the 16-token window at different steps.
     lengths = torch.tensor([3, 9, 14])
@@ -274,3 +282,40 @@ def test_inference_refuses_training_mode_and_empty_histories() -> None:
         model.train().recommend(random_batch(torch.Generator(), [4], 4, targets=False), k=3)
     with pytest.raises(ValueError, match="at least one token"):
         model.eval().recommend(history, k=3)
+
+
+def test_title_bias_is_the_ids_for_trained_titles_and_the_metadatas_for_new_ones() -> None:
+    model = make_model(title_bias=True, cold_freshness=True).eval()
+    with torch.no_grad():
+        model.title_id_bias.normal_(std=0.3)
+        model.metadata_bias.weight.normal_(std=0.3)
+        model.metadata_bias.bias.fill_(0.05)
+        model.cold_freshness_bias.copy_(torch.linspace(2.0, -1.0, 8))
+    model.title_trained[:5] = False  # five titles as if released after training
+    bias = model.title_bias()
+    gate = torch.sigmoid(model.gate_bias + model.gate_slope * torch.log1p(model.title_age_days))
+    meta = 10.0 * model.metadata_bias(model.metadata_proj[:-1](model.title_features))[:, 0]
+    torch.testing.assert_close(bias[:5], meta[:5])
+    torch.testing.assert_close(
+        bias[5:], (gate * 10.0 * model.title_id_bias + (1 - gate) * meta)[5:]
+    )
+    # The untrained titles read the cold freshness table, the others the shared one.
+    request = torch.tensor([NOW_TS])
+    fresh, young = model.freshness(request, torch.arange(N_TITLES))
+    cold_fresh, _ = model.freshness(request, torch.arange(N_TITLES), model.title_trained & False)
+    assert young.tolist() == list(range(N_TITLES))
+    torch.testing.assert_close(fresh[0, :5], cold_fresh[0, :5])
+    recent = model.title_age_days[5:] < 127  # titles with a freshness bucket at all
+    assert not torch.allclose(fresh[0, 5:][recent], cold_fresh[0, 5:][recent])
+
+
+def test_metadata_loss_is_reported_and_trains_the_metadata_path_without_id_dropout() -> None:
+    model = make_model(metadata_loss_weight=0.5, cold_title_rate=0.0).train()
+    batch = random_batch(torch.Generator().manual_seed(3), [12, 9], 12)
+    out = model(batch)
+    assert "metadata_loss" in out.metrics()
+    torch.testing.assert_close(out.loss, out.next_title_loss + 0.5 * out.metadata_loss)
+    out.loss.backward()
+    # Every title is trained and none is dropped, yet the metadata projection learns.
+    assert model.metadata_proj[-1].weight.grad.abs().sum() > 0
+    assert "metadata_loss" not in make_model()(batch).metrics()

@@ -164,3 +164,67 @@ def test_series_structure_continues_a_series_into_episodes_never_seen_in_trainin
     assert (ranks["series"] == 0).float().mean() > 0.8
     # ...which a model that knows the new episodes by their metadata alone does not.
     assert (ranks["ids only"] == 0).float().mean() < 0.3
+
+
+def test_training_ranks_only_the_episodes_recommend_would_offer() -> None:
+    model = series_model(train_servable_only=True)
+    # One member: film 0, then episodes 0 and 1 of series 0; targets are the next tokens.
+    titles = torch.tensor([[0, episode(0, 0), episode(0, 1)]])
+    mask = torch.ones_like(titles, dtype=torch.bool)
+    select = torch.tensor([[True, True, True]])
+    continuing = model.continuing(titles, mask, select)  # (3, N)
+    # The member skips ahead to episode 4 of series 1 at the last position.
+    target = torch.tensor([episode(0, 0), episode(0, 1), episode(1, 3)])
+    blocked = model.unservable(continuing, target)  # (3, N)
+    films = torch.arange(N_FILMS)
+    assert not blocked[:, films].any()  # films are always offered
+    firsts = torch.tensor([episode(s, 0) for s in range(N_SERIES)])
+    assert not blocked[:, firsts].any()  # so is every series' first episode
+    # After episode 0, episode 1 continues the series; after episode 1, episode 2 does.
+    assert not blocked[1, episode(0, 1)] and not blocked[2, episode(0, 2)]
+    assert blocked[0, episode(0, 1)] and blocked[1, episode(0, 2)]  # not yet reached
+    assert blocked[0, episode(2, 3)] and blocked[2, episode(3, 1)]  # unstarted series
+    assert not blocked[2, episode(1, 3)]  # a position's own target is never blocked
+    batch = SequenceBatch(
+        titles=titles,
+        actions=torch.zeros_like(titles),
+        watch_fraction=torch.zeros_like(titles),
+        gaps=torch.zeros_like(titles),
+        devices=torch.zeros_like(titles),
+        hours=torch.zeros_like(titles),
+        weekdays=torch.zeros_like(titles),
+        targets=target[None, :],
+    )
+    with torch.no_grad():
+        loss = float(model.eval()(batch).next_title_loss)
+        model.config.train_servable_only = False
+        everything = float(model(batch).next_title_loss)
+    # A fresh model scores titles almost alike: the loss is about log(titles offered), where
+    # ranking the whole catalogue costs about log(N_TRAINED).
+    offered = (~blocked).sum(dim=1).double()
+    assert abs(loss - float(offered.log().mean())) < 0.05
+    assert abs(everything - np.log(N_TRAINED)) < 0.05
+
+
+def test_id_dropout_hides_young_series_whole_and_inference_never_does() -> None:
+    torch.manual_seed(0)
+    model = series_model(cold_title_rate=0.5, cold_title_max_age_days=2000.0)
+    young = torch.arange(N_TRAINED) >= N_FILMS + EPISODES  # series 1-3 are young
+    model.title_age_days = torch.where(young, 10.0, 5000.0)
+    model.train()
+    episodes = model.title_series != NO_SERIES
+    dropped_whole = set()
+    for _ in range(50):
+        warm, with_series = model.draw_titles()
+        whole = episodes & ~with_series
+        # A series loses its embedding only as a whole, and its episodes their ids with it.
+        for s in model.title_series[whole].unique().tolist():
+            members = model.title_series == s
+            assert not with_series[members].any() and not warm[members].any()
+            dropped_whole.add(s)
+        assert with_series[model.title_series == 0].all()  # series 0 has old episodes
+        assert warm[~young].all()  # old titles keep their ids
+    assert dropped_whole == {1, 2, 3}
+    model.eval()
+    warm, with_series = model.draw_titles()
+    assert torch.equal(warm, model.title_trained) and torch.equal(with_series, episodes)
