@@ -68,7 +68,9 @@ class FoundationConfig(PretrainedConfig):
     id_gate_init: float = 0.9  # initial weight of a trained title's id embedding vs. metadata
     # Share of the young trained titles that, in each training step, are embedded from metadata
     # alone (as if untrained), so the metadata path and the freshness bias learn to carry a new
-    # title: one released after training has nothing else (id dropout, as in DropoutNet). Young:
+    # title: one released after training has nothing else (id dropout, as in DropoutNet). A
+    # series whose episodes are all young is also hidden whole at that rate, series embedding
+    # included: a series released after training has no trained series embedding. Young:
     # released less than cold_title_max_age_days before the cut-off, the titles most like a new
     # one. On the demo's validation day (cold-start recall@50, equal NDCG@10): 0.06 at rate
     # 0.1, 0.30 at 0.5, 0.33 at 0.9.
