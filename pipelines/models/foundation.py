@@ -434,7 +434,8 @@ class FoundationModel(PreTrainedModel):
         episode = self.title_series != NO_SERIES  # (N,)
         with_series = episode
         rate = self.config.cold_title_rate
-        if self.training and rate > 0:
+        # Without metadata every title keeps its id, and no random numbers are drawn.
+        if self.training and rate > 0 and self.config.use_metadata:
             young = self.title_age_days < self.config.cold_title_max_age_days  # (N,)
             cold = (torch.rand(warm.shape, device=warm.device) < rate) & young
             if self.config.active_series_embedding and self.config.num_series > 0:
