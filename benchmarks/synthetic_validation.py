@@ -67,7 +67,7 @@ def parse_value(text: str) -> object:
         return text
 
 
-def target_kinds(inputs: EvaluationInputs, day: dt.date, ranked, split) -> np.ndarray:
+def target_kinds(inputs: EvaluationInputs, day: dt.date, split) -> np.ndarray:
     """(U,) kind index (``KINDS``) of each member's first target."""
     frame = inputs.tokens.assign(ts=pd.to_datetime(inputs.tokens["ts"], utc=True))
     interactions = index_interactions(frame, catalogue=inputs.tokenizer.title_ids)
@@ -152,7 +152,7 @@ def main() -> int:
         version = RegisteredVersion("validation", result.model, inputs.tokenizer, {})
         config = DayEvaluationConfig(als=False, sasrec=False)
         evaluation = evaluate_day(inputs, version, args.day, config)
-        kinds = target_kinds(inputs, args.day, evaluation.ranked["foundation"], evaluation.split)
+        kinds = target_kinds(inputs, args.day, evaluation.split)
         ranked_all = dict(evaluation.ranked)
         for shift in args.new_title_shift or []:
             shifted = shifted_model(result.model, inputs, args.day, shift)

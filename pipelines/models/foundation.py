@@ -703,9 +703,7 @@ class FoundationModel(PreTrainedModel):
         else:
             # Evaluation always scores the whole catalogue, so runs with and without sampled
             # softmax report comparable numbers.
-            logits = self.title_logits(h_valid, titles, when, continuing, bias, warm)  # (M, N)
-            if blocked is not None:
-                logits = logits.masked_fill(blocked, float("-inf"))
+            logits = self._servable_logits(h_valid, titles, when, continuing, bias, warm, blocked)
             next_title_loss = F.cross_entropy(logits, target)
             target_logit = logits.gather(1, target[:, None])  # (M, 1)
             rank = (logits > target_logit).sum(dim=1)  # (M,) titles scored strictly higher
@@ -751,6 +749,20 @@ class FoundationModel(PreTrainedModel):
             loss, next_title_loss, mtp_loss, genre_loss, metadata_loss, hit_at_1, hit_at_10
         )
 
+    def _servable_logits(
+        self,
+        query: torch.Tensor,
+        titles: torch.Tensor,
+        request_times: torch.Tensor | None,
+        continuing: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        warm: torch.Tensor | None,
+        blocked: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(M, N) ``title_logits`` with the ``blocked`` (M, N) titles (``unservable``) at -inf."""
+        logits = self.title_logits(query, titles, request_times, continuing, bias, warm)
+        return logits if blocked is None else logits.masked_fill(blocked, float("-inf"))
+
     def _title_loss(
         self,
         query: torch.Tensor,
@@ -763,8 +775,9 @@ class FoundationModel(PreTrainedModel):
         blocked: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of ``target`` (M,) given queries (M, D) over title embeddings (N, D),
-        with the title bias ``bias`` (N,) when enabled, the freshness bias at ``request_times`` (M,) when given and the continue-watching
-        bonus on ``continuing`` (M, N) when given.
+        with the title bias ``bias`` (N,) when enabled, the freshness bias at ``request_times``
+        (M,) when given and the continue-watching bonus on ``continuing`` (M, N) when given;
+        ``blocked`` (M, N) titles are left out of each row's softmax.
 
         Full softmax, or with ``num_sampled_negatives`` S > 0 a sampled softmax: S shared
         negatives drawn from q = exp(title_log_q), each negative logit corrected by -log(S q)
@@ -775,9 +788,9 @@ class FoundationModel(PreTrainedModel):
         """
         S = self.config.num_sampled_negatives
         if S == 0:
-            logits = self.title_logits(query, titles, request_times, continuing, bias, warm)
-            if blocked is not None:
-                logits = logits.masked_fill(blocked, float("-inf"))
+            logits = self._servable_logits(
+                query, titles, request_times, continuing, bias, warm, blocked
+            )
             return F.cross_entropy(logits, target)
         bias = self.title_bias() if bias is None else bias
         negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
