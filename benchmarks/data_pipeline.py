@@ -172,10 +172,25 @@ class StageResult:
     python_peak: int  # bytes
     cpu_seconds: float = 0.0  # JVM + Python, all cores
     spark_jobs: int = 0
+    generated_classes: int = 0  # Spark codegen cache misses (each one a Janino compile)
+    jit_seconds: float = 0.0  # HotSpot's compiler threads (bytecode → machine code)
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
+
+
+def jvm_compile_counters(spark_context: Any) -> tuple[int, float]:
+    """(classes Spark has generated and compiled, seconds HotSpot has spent compiling) so far.
+
+    Spark caches generated code by its source text, so a query whose code is the same as an
+    earlier one's costs neither a Janino compile nor HotSpot's compilers; the two counters show
+    how much of a stage is compiling rather than processing rows.
+    """
+    jvm = spark_context._jvm
+    compiled = jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+    jit_ms = jvm.java.lang.management.ManagementFactory.getCompilationMXBean()
+    return int(compiled.getCount()), jit_ms.getTotalCompilationTime() / 1000
 
 
 class StageClock:
@@ -193,11 +208,16 @@ class StageClock:
         self.memory.reset()
         if self.spark_context is not None:
             self.spark_context.setJobGroup(name, name)
+        if self.spark_context is not None:
+            classes_began, jit_began = jvm_compile_counters(self.spark_context)
         began, cpu_began = time.perf_counter(), cpu_seconds()
         yield result
         result.seconds += time.perf_counter() - began
         result.cpu_seconds += cpu_seconds() - cpu_began
         if self.spark_context is not None:
+            classes, jit = jvm_compile_counters(self.spark_context)
+            result.generated_classes += classes - classes_began
+            result.jit_seconds += jit - jit_began
             tracker = self.spark_context.statusTracker()
             result.spark_jobs = len(tracker.getJobIdsForGroup(name))
         jvm, python = self.memory.peak()
@@ -280,6 +300,7 @@ def run_spark(
     try:
         for day in dates:
             began = time.perf_counter()
+            classes_began, jit_began = jvm_compile_counters(spark.sparkContext)
             with clock.timed("titles"):
                 upsert_titles(spark, settings, day)
             with clock.timed("bronze") as stage:
@@ -298,9 +319,11 @@ def run_spark(
                     )
                     stage.events += tokens.session_events
             seconds = time.perf_counter() - began
+            classes, jit = jvm_compile_counters(spark.sparkContext)
             print(
                 f"  {day}  {received:>12,} events  {seconds:7.1f} s  "
-                f"{received / seconds:>9,.0f} ev/s  ({tokens.tokens:,} tokens)",
+                f"{received / seconds:>9,.0f} ev/s  ({tokens.tokens:,} tokens; "
+                f"{classes - classes_began} classes generated, {jit - jit_began:.1f} s compiling)",
                 flush=True,
             )
     finally:
@@ -401,6 +424,10 @@ def print_report(
             f"{per_cpu:>10}{jvm:>9}{_gib(row.python_peak):>11}"
         )
     print("Spark jobs, all days: " + ", ".join(f"{s.name} {s.spark_jobs}" for s in stages))
+    print(
+        "generated classes compiled / HotSpot compiling s, all days: "
+        + ", ".join(f"{s.name} {s.generated_classes} / {s.jit_seconds:.1f}" for s in stages)
+    )
     print(
         f"end-to-end (+{jvm_s:.1f} s JVM start): {received / (total.seconds + jvm_s):,.0f} events/s; "
         "all stages = titles + bronze + silver + gold"

@@ -137,3 +137,29 @@ def release(df: DataFrame) -> None:
         # SparkContext.unpersistRDD frees the blocks as RDD.unpersist does, without its warning
         # that a locally checkpointed RDD cannot be recomputed (nothing reads it afterwards).
         rdd.context().unpersistRDD(rdd.id(), False)
+
+
+def _sql_literal(value: dt.date | dt.datetime) -> str:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return f"TIMESTAMP'{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE'{value.isoformat()}'"
+    raise TypeError(f"run values are dates or timestamps, got {type(value).__name__}")
+
+
+def with_run_values(df: DataFrame, **values: dt.date | dt.datetime) -> DataFrame:
+    """``df`` with one column per keyword, the same value on every row, read from a one-row table.
+
+    Spark writes a date or timestamp literal into the Java it generates for a query, so a query
+    that differs from yesterday's only in its day is compiled anew (Janino, then HotSpot's
+    compilers: on 2 cores about a fifth of a day's CPU went to compiling). Cross-joined from a
+    one-row table (broadcast), the values are data, the generated code is the same every day and
+    Spark's code cache serves it. Use it where a day's value meets every row; a filter that
+    prunes partitions keeps its literal, since pruning needs to see the value. Naive datetimes
+    are UTC (the session's time zone).
+    """
+    row = ", ".join(_sql_literal(value) for value in values.values())
+    one_row = df.sparkSession.sql(f"SELECT * FROM VALUES ({row}) AS run_values({', '.join(values)})")
+    return df.crossJoin(F.broadcast(one_row))

@@ -45,6 +45,9 @@ def build_spark_session(settings: Settings, app_name: str = "reelfm") -> SparkSe
         # Cached days are read back a few times within minutes: building the compressed columnar
         # cache cost more CPU (a fifth of the tasks' time) than its memory saving was worth.
         .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
+        # Spark caches compiled query code by its text, 100 classes by default: fewer than one
+        # day's queries make, so each day compiled everything again (Janino, then HotSpot).
+        .config("spark.sql.codegen.cache.maxEntries", "2000")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "true")
         # Small lake tables on a laptop: keep Delta's per-commit housekeeping cheap.

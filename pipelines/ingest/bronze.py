@@ -54,6 +54,7 @@ from pipelines.lake import (
     release,
     replace_partitions,
     table_exists,
+    with_run_values,
 )
 from pipelines.schemas import BRONZE_EVENTS, BRONZE_EVENTS_REJECTED, SKIPPING_STATS
 from pipelines.settings import Settings
@@ -178,7 +179,7 @@ def ingest_events_day(
                 for row in classified.where(~is_accepted).groupBy("reason").count().collect()
             }
 
-        accepted = classified.where(is_accepted).withColumn("event_date", F.lit(day))
+        accepted = with_run_values(classified.where(is_accepted), event_date=day)
         accepted = accepted.select([F.col(f.name) for f in BRONZE_EVENTS.fields])
         validation = validate_accepted_witness(stats.asDict(), accepted_count, accepted, day, rules)
         if not validation.success:
@@ -208,7 +209,7 @@ def ingest_events_day(
             rejected = attach_line_numbers(rejected, classified)
         else:  # Parquet alone: the row index is the line number, no count per split needed
             rejected = rejected.withColumn("line_number", F.col("_row") + 1)
-        rejected = rejected.withColumn("event_date", F.lit(day))
+        rejected = with_run_values(rejected, event_date=day)
         replace_partitions(
             accepted,
             settings.table_path("bronze", "events"),

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from pipelines.ingest.landing import LANDING_PARQUET_SCHEMA
+from pipelines.lake import with_run_values
 from pipelines.schemas import DEVICES, EVENT_TYPES, LANDING_EVENT_FIELDS
 
 REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "user_id", "title_id", "event_type", "event_ts")
@@ -124,13 +125,9 @@ def _typed_checks() -> list[tuple[str, Column]]:
 
 
 def _reason_rules(
-    day: dt.date, rules: IngestRules, ingested_at: Column, from_text: bool = True
+    rules: IngestRules, window: tuple[Column, Column], ingested_at: Column, from_text: bool = True
 ) -> list[tuple[str, Column]]:
-    day_start = F.lit(dt.datetime.combine(day, dt.time.min)).cast("timestamp")
-    window_start = day_start - F.expr(
-        f"INTERVAL {int(rules.lateness_allowance_hours * 3600)} SECONDS"
-    )
-    window_end = day_start + F.expr("INTERVAL 1 DAY")
+    window_start, window_end = window
     checks = _text_checks() if from_text else _typed_checks()
     checks += [
         (f"empty_id:{name}", F.trim(F.col(name)) == "")
@@ -172,10 +169,10 @@ DUPLICATE_REASON = "duplicate_event_id"
 
 def reason_names(rules: IngestRules | None = None) -> tuple[str, ...]:
     """Every reason a line can be rejected with, text and typed rules together, in rule order."""
-    day, ingested = dt.date(2000, 1, 1), F.lit(None).cast("timestamp")
+    unknown = F.lit(None).cast("timestamp")
     names: list[str] = []
     for from_text in (True, False):
-        for name, _ in _reason_rules(day, rules or IngestRules(), ingested, from_text):
+        for name, _ in _reason_rules(rules or IngestRules(), (unknown, unknown), unknown, from_text):
             if name not in names:
                 names.append(name)
     return (*names, DUPLICATE_REASON)
@@ -197,7 +194,16 @@ def classify_events(
     day, so they are found apart (``duplicate_event_ids`` then ``reject_duplicates``).
     """
     from_text = "_j" in parsed.columns
-    ingested = F.lit(ingested_at).cast("timestamp")
+    day_start = dt.datetime.combine(day, dt.time.min)
+    # The day's bounds and the ingestion time are a run value (lake.with_run_values), not
+    # literals: the rules compile to the same code every day.
+    parsed = with_run_values(
+        parsed,
+        _window_start=day_start - dt.timedelta(seconds=int(rules.lateness_allowance_hours * 3600)),
+        _window_end=day_start + dt.timedelta(days=1),
+        _ingested_at=ingested_at,
+    )
+    window = (F.col("_window_start"), F.col("_window_end"))
     if runtimes is not None:
         parsed = parsed.join(
             F.broadcast(runtimes.select("title_id", F.col("runtime_seconds").alias("_runtime"))),
@@ -207,9 +213,13 @@ def classify_events(
     else:
         parsed = parsed.withColumn("_runtime", F.lit(None).cast("double"))
     reason = F.lit(None).cast("string")
-    for name, condition in reversed(_reason_rules(day, rules, ingested, from_text)):
+    for name, condition in reversed(_reason_rules(rules, window, F.col("_ingested_at"), from_text)):
         reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
-    return parsed.withColumn("reason", reason).withColumn("ingested_at", ingested)
+    return (
+        parsed.withColumn("reason", reason)
+        .withColumnRenamed("_ingested_at", "ingested_at")
+        .drop("_window_start", "_window_end")
+    )
 
 
 _LINE = ("source_file", "_block", "_row")
@@ -235,7 +245,9 @@ def duplicate_event_ids(
     found = copies.groupBy("event_id").agg(F.min(F.struct(*_LINE)).alias("_first"))
     if accepted_before is None or day is None:
         return found
-    late = valid.where(F.col("event_ts") < F.lit(dt.datetime.combine(day, dt.time.min)))
+    late = with_run_values(valid, _day_start=dt.datetime.combine(day, dt.time.min)).where(
+        F.col("event_ts") < F.col("_day_start")
+    )
     resent = accepted_before.select("event_id").join(
         late.select("event_id"), "event_id", "left_semi"
     )

@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from pipelines.lake import with_run_values
 from pipelines.schemas import BRONZE_EVENTS, DEVICES
 
 
@@ -175,8 +176,9 @@ def summarise_sessions(
         F.array(*[F.when(F.col(f"_on_{d}") == 1, F.lit(d)) for d in sorted(DEVICES)]),
         lambda d: d.isNotNull(),
     )
+    began = sessions.where(F.col("_begins_here") == 1)
     return (
-        sessions.where(F.col("_begins_here") == 1)
+        with_run_values(began, _first_day=first_day, _last_day=last_day)
         .select(
             "session_id",
             "user_id",
@@ -186,6 +188,9 @@ def summarise_sessions(
             "n_titles",
             devices.alias("devices"),
             F.to_date("start_ts").alias("event_date"),
+            "_first_day",
+            "_last_day",
         )
-        .where(F.col("event_date").between(F.lit(first_day), F.lit(last_day)))
+        .where(F.col("event_date").between(F.col("_first_day"), F.col("_last_day")))
+        .drop("_first_day", "_last_day")
     )

@@ -24,6 +24,7 @@ from pipelines.lake import (
     read_upstream_day,
     release,
     replace_partitions,
+    with_run_values,
 )
 from pipelines.schemas import SESSION_EVENTS, SESSIONS, SKIPPING_STATS
 from pipelines.sessions.sessionise import (
@@ -152,9 +153,9 @@ def _rewrite_summaries(
             "session_id"
         )
         rewritten = rewritten.unionByName(
-            within_day.where(
-                (F.col("seq_in_session") == 0) & (F.to_date("event_ts") == F.lit(previous))
-            ).select("session_id")
+            with_run_values(within_day, _previous=previous)
+            .where((F.col("seq_in_session") == 0) & (F.to_date("event_ts") == F.col("_previous")))
+            .select("session_id")
         )
         kept = stored.join(F.broadcast(rewritten), "session_id", "left_anti")
         rows = summary.unionByName(kept.select(*summary.columns))

@@ -30,6 +30,7 @@ from pipelines.lake import (
     release,
     replace_partitions,
     table_exists,
+    with_run_values,
 )
 from pipelines.schemas import INTERACTION_TOKENS, MEMBER_POSITIONS, SKIPPING_STATS
 from pipelines.settings import Settings
@@ -113,11 +114,9 @@ def tokenise_day(
         # written below, so that their writes do not make Spark recompute the cached tokens.
         state = detach(state)
 
-    tokens = (
-        merge_interactions(session_events, titles, state, config)
-        .withColumn("event_date", F.lit(day))
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    tokens = with_run_values(
+        merge_interactions(session_events, titles, state, config), event_date=day
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         replace_partitions(
             tokens,
@@ -133,7 +132,7 @@ def tokenise_day(
         if state is not None:
             carried = today.unionByName(state.join(today, "user_id", "left_anti"))
         replace_partitions(
-            carried.withColumn("event_date", F.lit(day)),
+            with_run_values(carried, event_date=day),
             settings.table_path("gold", "member_positions"),
             day,
             schema=MEMBER_POSITIONS,
