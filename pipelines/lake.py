@@ -161,5 +161,7 @@ def with_run_values(df: DataFrame, **values: dt.date | dt.datetime) -> DataFrame
     are UTC (the session's time zone).
     """
     row = ", ".join(_sql_literal(value) for value in values.values())
-    one_row = df.sparkSession.sql(f"SELECT * FROM VALUES ({row}) AS run_values({', '.join(values)})")
+    one_row = df.sparkSession.sql(
+        f"SELECT * FROM VALUES ({row}) AS run_values({', '.join(values)})"
+    )
     return df.crossJoin(F.broadcast(one_row))

@@ -172,7 +172,9 @@ def reason_names(rules: IngestRules | None = None) -> tuple[str, ...]:
     unknown = F.lit(None).cast("timestamp")
     names: list[str] = []
     for from_text in (True, False):
-        for name, _ in _reason_rules(rules or IngestRules(), (unknown, unknown), unknown, from_text):
+        for name, _ in _reason_rules(
+            rules or IngestRules(), (unknown, unknown), unknown, from_text
+        ):
             if name not in names:
                 names.append(name)
     return (*names, DUPLICATE_REASON)

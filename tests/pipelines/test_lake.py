@@ -85,7 +85,5 @@ def test_run_values_keep_a_days_values_out_of_the_generated_code(spark):
     # The same query with the days as literals compiles anew for each day: the check can fail.
     per_day(DAY, as_literals=True)
     before = _classes_compiled(spark)
-    assert per_day(next_day, as_literals=True) == [
-        Row(event_date=next_day, ids=sum(range(24, 48)))
-    ]
+    assert per_day(next_day, as_literals=True) == [Row(event_date=next_day, ids=sum(range(24, 48)))]
     assert _classes_compiled(spark) > before
