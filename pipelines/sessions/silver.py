@@ -132,7 +132,8 @@ def _rewrite_summaries(
         crossing.append(tail)
     # Sessions longer than a day: the parts outside D-1..D+1 (before D-1 when the tail's session
     # began earlier, after D+1 when a re-run day's session goes on), so each is summarised whole.
-    beyond, earlier_days = _parts_beyond(spark, events_path, day, tail, into_later)
+    continued = sessionised.where(F.col("_continued")).select("session_id")
+    beyond, earlier_days = _parts_beyond(spark, events_path, day, tail, continued, into_later)
     if beyond is not None:
         crossing.append(beyond)
     crossing_rows = reduce(DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing])
@@ -178,13 +179,17 @@ def _parts_beyond(
     events_path: str,
     day: dt.date,
     tail: DataFrame | None,
+    continued: DataFrame,
     into_later: DataFrame,
 ) -> tuple[DataFrame | None, list[dt.date]]:
     """The events outside partitions D-1..D+1 of the sessions D's rewrite summarises, and the
     days before D-1 on which some of them began.
 
-    Backwards: a session of the tail without its first event (seq 0) on D-1 began earlier; walk
-    back a partition at a time until each one's first event is found. Forwards (a re-run, D+2
+    Backwards: a session of the tail that D continues (``continued``: its ids among D's events)
+    without its first event (seq 0) on D-1 began earlier; walk back a partition at a time until
+    each one's first event is found. A tail session D does not continue is left alone: it ended
+    on D-1 and was summarised whole when D-1 ran (every member's last session of a day is in
+    the tail, so there are many of those, and walking them back cost a fifth of silver's time). Forwards (a re-run, D+2
     present): a session continuing into D+1 may go on; walk on while a partition holds it. A
     session's calendar days have no gaps (no pause is over the inactivity gap), so the walk
     stops at the first partition without any of its events. Rare and small: on most days both
@@ -197,6 +202,7 @@ def _parts_beyond(
             for row in tail.groupBy("session_id")
             .agg(F.min("seq_in_session").alias("_first_seq"))
             .where(F.col("_first_seq") > 0)
+            .join(F.broadcast(continued.distinct()), "session_id", "left_semi")
             .select("session_id")
             .collect()
         ]
