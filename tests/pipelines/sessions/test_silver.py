@@ -134,3 +134,44 @@ def _ids_up_to(day: dt.date) -> set[str]:
     start = dt.datetime(2026, 1, 1, 22, 0)
     ids = {f"x{i:03d}" for i in range(154) if (start + dt.timedelta(minutes=20 * i)).date() <= day}
     return ids | ({"y0"} if day >= DAY2 else set())
+
+
+def test_a_tail_session_the_day_does_not_continue_is_not_rewritten(spark, settings):
+    """u5's session crosses the first midnight and is u5's last session of day 2, so it is in day
+    3's tail; day 3 does not continue it (u5 comes back at noon). Its summary was made whole by
+    day 2, so day 3 rewrites day 2..3 only: one commit, and day 1's partition is left alone."""
+    events = [
+        ("p1", "u5", "t1", dt.datetime(2026, 1, 1, 23, 50), DAY1),
+        ("p2", "u5", "t2", dt.datetime(2026, 1, 2, 0, 10), DAY2),
+        ("q1", "u5", "t3", dt.datetime(2026, 1, 3, 12, 0), DAY3),
+        ("r1", "u6", "t1", dt.datetime(2026, 1, 3, 13, 0), DAY3),
+    ]
+    for day in (DAY1, DAY2, DAY3):
+        rows = [
+            (eid, user, title, "play_progress", ts, 60.0, None, None, "tv", "GB", "f", ts, day)
+            for eid, user, title, ts, arrival in events
+            if arrival == day
+        ]
+        replace_partitions(
+            spark.createDataFrame(rows, BRONZE_EVENTS),
+            settings.table_path("bronze", "events"),
+            day,
+            schema=BRONZE_EVENTS,
+        )
+    from delta.tables import DeltaTable
+
+    sessions_path = settings.table_path("silver", "sessions")
+    sessionise_day(spark, settings, DAY1, SessionConfig())
+    sessionise_day(spark, settings, DAY2, SessionConfig())
+    versions_before = DeltaTable.forPath(spark, sessions_path).history().count()
+    report = sessionise_day(spark, settings, DAY3, SessionConfig())
+
+    assert report.continued_from_previous_day == 0
+    assert _sessions(spark, settings) == {
+        ("u5", DAY1): (2, 2),  # p1 + p2, summarised whole by day 2
+        ("u5", DAY3): (1, 1),
+        ("u6", DAY3): (1, 1),
+    }
+    commits = DeltaTable.forPath(spark, sessions_path).history().orderBy("version").collect()
+    assert len(commits) == versions_before + 1
+    assert "2026-01-01" not in commits[-1]["operationParameters"]["predicate"]
