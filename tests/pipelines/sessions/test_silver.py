@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+from delta.tables import DeltaTable
+
 from pipelines.lake import read_partitions, replace_partitions
 from pipelines.schemas import BRONZE_EVENTS
 from pipelines.sessions.sessionise import SessionConfig
@@ -25,11 +27,11 @@ EVENTS = [
 ]
 
 
-def _write_bronze(spark, settings) -> None:
+def _write_bronze(spark, settings, events=EVENTS) -> None:
     for day in (DAY1, DAY2, DAY3):
         rows = [
             (eid, user, title, "play_progress", ts, 60.0, None, None, "tv", "GB", "f", ts, day)
-            for eid, user, title, ts, arrival in EVENTS
+            for eid, user, title, ts, arrival in events
             if arrival == day
         ]
         replace_partitions(
@@ -146,20 +148,7 @@ def test_a_tail_session_the_day_does_not_continue_is_not_rewritten(spark, settin
         ("q1", "u5", "t3", dt.datetime(2026, 1, 3, 12, 0), DAY3),
         ("r1", "u6", "t1", dt.datetime(2026, 1, 3, 13, 0), DAY3),
     ]
-    for day in (DAY1, DAY2, DAY3):
-        rows = [
-            (eid, user, title, "play_progress", ts, 60.0, None, None, "tv", "GB", "f", ts, day)
-            for eid, user, title, ts, arrival in events
-            if arrival == day
-        ]
-        replace_partitions(
-            spark.createDataFrame(rows, BRONZE_EVENTS),
-            settings.table_path("bronze", "events"),
-            day,
-            schema=BRONZE_EVENTS,
-        )
-    from delta.tables import DeltaTable
-
+    _write_bronze(spark, settings, events)
     sessions_path = settings.table_path("silver", "sessions")
     sessionise_day(spark, settings, DAY1, SessionConfig())
     sessionise_day(spark, settings, DAY2, SessionConfig())
