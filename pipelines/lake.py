@@ -154,9 +154,9 @@ def with_run_values(df: DataFrame, **values: dt.date | dt.datetime) -> DataFrame
 
     Spark writes a date or timestamp literal into the Java it generates for a query, so a query
     that differs from yesterday's only in its day is compiled anew (Janino, then HotSpot's
-    compilers: on 2 cores about a fifth of a day's CPU went to compiling). Cross-joined from a
-    one-row table (broadcast), the values are data, the generated code is the same every day and
-    Spark's code cache serves it. Use it where a day's value meets every row; a filter that
+    compilers, competing with the tasks for the cores). Cross-joined from a one-row table
+    (broadcast), the values are data, the generated code is the same every day and Spark's code
+    cache (``spark.sql.codegen.cache.maxEntries``) serves it. Use it where a day's value meets every row; a filter that
     prunes partitions keeps its literal, since pruning needs to see the value. Naive datetimes
     are UTC (the session's time zone).
     """
