@@ -208,7 +208,6 @@ class StageClock:
         self.memory.reset()
         if self.spark_context is not None:
             self.spark_context.setJobGroup(name, name)
-        if self.spark_context is not None:
             classes_began, jit_began = jvm_compile_counters(self.spark_context)
         began, cpu_began = time.perf_counter(), cpu_seconds()
         yield result

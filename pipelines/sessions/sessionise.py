@@ -177,8 +177,10 @@ def summarise_sessions(
         lambda d: d.isNotNull(),
     )
     began = sessions.where(F.col("_begins_here") == 1)
+    in_range = F.to_date("start_ts").between(F.col("_first_day"), F.col("_last_day"))
     return (
         with_run_values(began, _first_day=first_day, _last_day=last_day)
+        .where(in_range)
         .select(
             "session_id",
             "user_id",
@@ -188,9 +190,5 @@ def summarise_sessions(
             "n_titles",
             devices.alias("devices"),
             F.to_date("start_ts").alias("event_date"),
-            "_first_day",
-            "_last_day",
         )
-        .where(F.col("event_date").between(F.col("_first_day"), F.col("_last_day")))
-        .drop("_first_day", "_last_day")
     )
