@@ -2,7 +2,7 @@
 
 A checkpoint is a directory ``<checkpoint_dir>/step-<8 digits>/`` holding ``model.safetensors``
 (the weights), ``best_model.safetensors`` (the best weights so far, when early stopping tracks
-them) and ``training_state.pt`` (optimizer, LR scheduler, loop progress and every RNG state).
+them), ``ema_model.safetensors`` (the running weight average, when the run keeps one) and ``training_state.pt`` (optimizer, LR scheduler, loop progress and every RNG state).
 Restoring all of it, and replaying the data order from the saved epoch and batch position,
 makes a resumed run finish with the same weights as one that never stopped. A checkpoint is
 written under a temporary name and renamed, so a crash mid-write never leaves a half checkpoint
@@ -24,6 +24,7 @@ from torch import nn
 STEP_PREFIX = "step-"
 MODEL_FILE = "model.safetensors"
 BEST_MODEL_FILE = "best_model.safetensors"
+EMA_MODEL_FILE = "ema_model.safetensors"
 STATE_FILE = "training_state.pt"
 
 
@@ -73,6 +74,7 @@ def save_checkpoint(
     state: TrainerState,
     best_weights: dict[str, torch.Tensor] | None = None,
     keep_last: int = 2,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``step-<state.step>/`` and keep only the newest ``keep_last`` checkpoints.
 
@@ -88,6 +90,8 @@ def save_checkpoint(
         save_file(
             {k: v.contiguous().cpu() for k, v in best_weights.items()}, partial / BEST_MODEL_FILE
         )
+    if average is not None:
+        save_file({k: v.contiguous().cpu() for k, v in average.items()}, partial / EMA_MODEL_FILE)
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -115,19 +119,22 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-) -> tuple[TrainerState, dict[str, torch.Tensor] | None]:
+) -> tuple[TrainerState, dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None]:
     """Load a checkpoint into ``model``/``optimizer``/``scheduler`` and restore the RNGs.
 
-    Returns the loop state and the best weights (None if the run tracked none). The model must
-    have the architecture the checkpoint was written from; a mismatch raises.
+    Returns the loop state, the best weights and the weight average (each None if the run kept
+    none). The model must have the architecture the checkpoint was written from; a mismatch
+    raises.
     """
     path = Path(path)
     device = next(model.parameters()).device
     model.load_state_dict(load_file(path / MODEL_FILE, device=str(device)), strict=True)
     best_file = path / BEST_MODEL_FILE
     best = load_file(best_file) if best_file.exists() else None
+    ema_file = path / EMA_MODEL_FILE
+    average = load_file(ema_file, device=str(device)) if ema_file.exists() else None
     saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     set_rng_states(saved["rng"])
-    return TrainerState(**saved["trainer"]), best
+    return TrainerState(**saved["trainer"]), best, average

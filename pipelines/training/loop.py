@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from pipelines.training.averaging import WeightAverage
 from pipelines.training.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -73,6 +74,9 @@ class TrainConfig:
     early_stopping_mode: Literal["min", "max"] = "min"  # whether lower or higher is better
     early_stopping_patience: int = 0  # stop after this many validations without improvement; 0 off
     restore_best: bool = True  # with early stopping on, end with the best validated weights
+    # Exponential moving average of the weights (0: off). When set, validation, the best
+    # weights and the returned model are the average; the optimizer steps the raw weights.
+    ema_decay: float = 0.0
     checkpoint_every: int = 0  # write a checkpoint every this many steps; 0: only at the end
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where it would only slow down)
@@ -82,6 +86,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_steps is None and self.max_epochs is None:
             raise ValueError("set max_steps or max_epochs")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.early_stopping_mode not in ("min", "max"):
             raise ValueError(
                 f"early_stopping_mode must be min or max, got {self.early_stopping_mode}"
@@ -365,8 +371,18 @@ def _train(
         lambda step: lr_factor(step, config.warmup_steps, total_steps, config.min_lr_ratio),
     )
     state, best_weights = TrainerState(), None
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     if checkpoint_dir is not None and resume and (found := latest_checkpoint(checkpoint_dir)):
-        state, best_weights = load_checkpoint(found, model, optimizer, scheduler)
+        state, best_weights, saved_average = load_checkpoint(found, model, optimizer, scheduler)
+        if average is not None:
+            if saved_average is None:
+                raise ValueError(f"{found} holds no weight average; resume with ema_decay=0")
+            average.load_state_dict(saved_average)
+
+    # Validation, the best weights and the final model see the average when there is one.
+    def averaged() -> contextlib.AbstractContextManager:
+        return average.applied(model) if average is not None else contextlib.nullcontext()
+
     # A model may leave parameters out of some steps' graphs (the freshness bias without
     # request times, heads a batch does not reach); DDP must then be told to look for them.
     wrapped = (
@@ -386,6 +402,7 @@ def _train(
                 state,
                 best_weights,
                 config.keep_checkpoints,
+                average.state_dict() if average is not None else None,
             )
         if ctx.world_size > 1:
             dist.barrier()
@@ -397,7 +414,10 @@ def _train(
         """Run validation, log it, update early stopping; True when the run should stop."""
         nonlocal best_weights, validated_at
         validated_at = state.step
-        metrics = evaluate(model, loss_fn, val_data, collate_fn, config, ctx)
+        with averaged():
+            metrics = evaluate(model, loss_fn, val_data, collate_fn, config, ctx)
+            if config.early_stopping_patience and config.restore_best:
+                current = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if ctx.is_main and log_metrics is not None:
             log_metrics({f"val/{k}": v for k, v in metrics.items()}, state.step)
         if config.early_stopping_metric not in metrics:
@@ -409,7 +429,7 @@ def _train(
         if _improved(value, state.best_metric, config.early_stopping_mode):
             state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
             if config.early_stopping_patience and config.restore_best:
-                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_weights = current
         else:
             state.evals_since_best += 1
         return bool(config.early_stopping_patience) and (
@@ -446,6 +466,8 @@ def _train(
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
                 scheduler.step()
+                if average is not None:
+                    average.update(model, state.step)
                 state.step += 1
                 state.batch_in_epoch += 1
                 train_metrics = _mean_across_ranks(metrics, ctx)
@@ -478,6 +500,8 @@ def _train(
         validate()
     if best_weights is not None and config.restore_best:
         model.load_state_dict(best_weights)
+    elif average is not None:
+        average.copy_to(model)
     return TrainResult(
         state.step, train_metrics, state.best_metric, state.best_step, stopped_early, checkpoint()
     )

@@ -74,13 +74,15 @@ class Killed(Exception):
     """Stands in for the process dying mid-run."""
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    # Dropout and sampled negatives draw random numbers every step: resuming must restore RNGs.
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path, ema_decay: float) -> None:
+    # Dropout and sampled negatives draw random numbers every step: resuming must restore RNGs;
+    # with a weight average the average must resume too (the run returns the average).
     overrides = {"dropout": 0.1, "num_sampled_negatives": 8, "mtp_n": 1}
     train_seqs, validation = split_last_token(cyclic_sequences(48, 25))
     config = replace(
         TRAIN_PRESETS["tiny"], max_steps=12, batch_size=8, checkpoint_every=3, eval_every=4,
-        early_stopping_patience=5, restore_best=False,
+        early_stopping_patience=5, restore_best=False, ema_decay=ema_decay,
     )  # fmt: skip
 
     def run(model: FoundationModel, directory: Path, kill_at: int | None = None) -> None:
@@ -106,6 +108,29 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
         straight.state_dict().items(), resumed.state_dict().items(), strict=True
     ):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_the_run_returns_the_weight_average_of_its_steps() -> None:
+    train_seqs, _ = split_last_token(cyclic_sequences(32, 17))
+    model = make_model()
+    initial = {k: v.detach().clone() for k, v in model.named_parameters()}
+    windows = WindowDataset(train_seqs, model.config.max_len, model.config.window_stride)
+    raw: list[dict[str, torch.Tensor]] = []  # the optimizer's weights after each step
+
+    def snapshot(metrics: dict[str, float], step: int) -> None:
+        raw.append({k: v.detach().clone() for k, v in model.named_parameters()})
+
+    config = replace(TRAIN_PRESETS["tiny"], max_steps=20, batch_size=8, ema_decay=0.8)
+    train(model, pretraining_loss, windows, config, collate_windows, log_metrics=snapshot)
+    assert len(raw) == 20
+    for name, returned in model.named_parameters():
+        expected = initial[name]
+        for step, weights in enumerate(raw):
+            decay = min(0.8, (1 + step) / (10 + step))
+            expected = decay * expected + (1 - decay) * weights[name]
+        assert torch.allclose(returned, expected, atol=1e-6), name
+    moved = [n for n, p in model.named_parameters() if not torch.allclose(p, raw[-1][n])]
+    assert moved  # the average is not the last step's weights
 
 
 def test_early_stopping_stops_when_patience_runs_out() -> None:
