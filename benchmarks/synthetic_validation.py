@@ -167,6 +167,9 @@ def main() -> int:
             gain = np.where(rank <= 10, 1.0 / np.log2(rank + 1.0), 0.0)
             row = {"NDCG@10": gain.mean()}
             row.update({k: gain[kinds == i].mean() for i, k in enumerate(KINDS)})
+            if ranked.new_ranks is not None:  # the same targets ranked among the new titles alone
+                among = ranked.new_ranks[kinds == 0, 0]
+                row["that day, among new"] = np.where(among <= 10, 1.0 / np.log2(among + 1.0), 0.0).mean()
             if name == "foundation":
                 row.update({"steps": result.train.steps, "CPU s": round(cpu)})
                 name = f"foundation seed {seed}"
