@@ -91,6 +91,11 @@ def target_kinds(inputs: EvaluationInputs, day: dt.date, split) -> np.ndarray:
     return kinds
 
 
+def ndcg_at_10(ranks: np.ndarray) -> np.ndarray:
+    """Each one-target case's NDCG@10 from its 1-based rank."""
+    return np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
 def shifted_model(model, inputs: EvaluationInputs, day: dt.date, shift: float):
     """A copy of ``model`` whose title logits add ``shift`` to titles released on or after
     ``day`` (through the freshness table's 'not yet released / today' buckets is not enough:
@@ -163,13 +168,11 @@ def main() -> int:
         for name, ranked in ranked_all.items():
             if name.startswith("most_popular"):
                 continue
-            rank = ranked.ranks[:, 0]
-            gain = np.where(rank <= 10, 1.0 / np.log2(rank + 1.0), 0.0)
+            gain = ndcg_at_10(ranked.ranks[:, 0])
             row = {"NDCG@10": gain.mean()}
             row.update({k: gain[kinds == i].mean() for i, k in enumerate(KINDS)})
             if ranked.new_ranks is not None:  # the same targets ranked among the new titles alone
-                among = ranked.new_ranks[kinds == 0, 0]
-                row["that day, among new"] = np.where(among <= 10, 1.0 / np.log2(among + 1.0), 0.0).mean()
+                row["that day, among new"] = ndcg_at_10(ranked.new_ranks[kinds == 0, 0]).mean()
             if name == "foundation":
                 row.update({"steps": result.train.steps, "CPU s": round(cpu)})
                 name = f"foundation seed {seed}"
