@@ -2,7 +2,8 @@
 
 A checkpoint is a directory ``<checkpoint_dir>/step-<8 digits>/`` holding ``model.safetensors``
 (the weights), ``best_model.safetensors`` (the best weights so far, when early stopping tracks
-them), ``ema_model.safetensors`` (the running weight average, when the run keeps one) and ``training_state.pt`` (optimizer, LR scheduler, loop progress and every RNG state).
+them), ``ema_model.safetensors`` (the running weight average, when the run keeps one) and
+``training_state.pt`` (optimizer, LR scheduler, loop progress and every RNG state).
 Restoring all of it, and replaying the data order from the saved epoch and batch position,
 makes a resumed run finish with the same weights as one that never stopped. A checkpoint is
 written under a temporary name and renamed, so a crash mid-write never leaves a half checkpoint

@@ -414,24 +414,22 @@ def _train(
         """Run validation, log it, update early stopping; True when the run should stop."""
         nonlocal best_weights, validated_at
         validated_at = state.step
-        with averaged():
+        with averaged():  # the weights validated, and kept when best, are the average
             metrics = evaluate(model, loss_fn, val_data, collate_fn, config, ctx)
-            if config.early_stopping_patience and config.restore_best:
-                current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if ctx.is_main and log_metrics is not None:
-            log_metrics({f"val/{k}": v for k, v in metrics.items()}, state.step)
-        if config.early_stopping_metric not in metrics:
-            raise KeyError(
-                f"early_stopping_metric {config.early_stopping_metric!r} is not among the "
-                f"validation metrics {sorted(metrics)}"
-            )
-        value = metrics[config.early_stopping_metric]
-        if _improved(value, state.best_metric, config.early_stopping_mode):
-            state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
-            if config.early_stopping_patience and config.restore_best:
-                best_weights = current
-        else:
-            state.evals_since_best += 1
+            if ctx.is_main and log_metrics is not None:
+                log_metrics({f"val/{k}": v for k, v in metrics.items()}, state.step)
+            if config.early_stopping_metric not in metrics:
+                raise KeyError(
+                    f"early_stopping_metric {config.early_stopping_metric!r} is not among the "
+                    f"validation metrics {sorted(metrics)}"
+                )
+            value = metrics[config.early_stopping_metric]
+            if _improved(value, state.best_metric, config.early_stopping_mode):
+                state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
+                if config.early_stopping_patience and config.restore_best:
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state.evals_since_best += 1
         return bool(config.early_stopping_patience) and (
             state.evals_since_best >= config.early_stopping_patience
         )
