@@ -41,13 +41,15 @@ METRIC_NAMES: tuple[str, ...] = (
     "hr_at_10",
     "hr_at_50",
     "ndcg_at_10",
+    "ndcg_at_10_se",
     "ndcg_at_50",
     "mrr",
     "coverage_at_10",
     "cold_start_recall_at_50",
     "cold_start_recall_at_50_among_new",
 )
-"""Metric keys as logged to MLflow (MLflow metric names may not contain ``@``)."""
+"""Metric keys as logged to MLflow (MLflow metric names may not contain ``@``); ``_se`` is the
+standard error of the mean before it."""
 
 
 @runtime_checkable
@@ -240,10 +242,47 @@ def ndcg_at(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
 
 
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (NaN for fewer than two)."""
+    if values.size < 2:
+        return float("nan")
+    return float(values.std(ddof=1) / np.sqrt(values.size))
+
+
+def paired_ndcg_difference(
+    ranked: RankedTargets, reference: RankedTargets, k: int = 10
+) -> dict[str, float]:
+    """NDCG@k of ``ranked`` minus ``reference``'s over the cases both ranked, paired per case.
+
+    Both must rank the same targets (one split). Differencing case by case cancels the spread
+    between easy and hard cases, which two separate standard errors would count twice, so a
+    small gap between two models can be told from noise. Returns the mean difference, its
+    standard error, a normal 95 % interval and the number of cases.
+    """
+    if ranked.ranks.shape != reference.ranks.shape or not np.array_equal(
+        ranked.targets, reference.targets
+    ):
+        raise ValueError("paired differences need two rankings of the same targets")
+    both = ~np.isnan(ranked.ranks) & ~np.isnan(reference.ranks)
+    if not both.any():
+        raise ValueError("no case was ranked by both models")
+    diff = ndcg_at(ranked.ranks[both], k) - ndcg_at(reference.ranks[both], k)
+    mean, se = float(diff.mean()), standard_error(diff)
+    return {
+        f"ndcg_at_{k}_difference": mean,
+        "se": se,
+        "ci95_low": mean - 1.96 * se,
+        "ci95_high": mean + 1.96 * se,
+        "n_cases": float(diff.size),
+    }
+
+
 def summarise(ranked: RankedTargets, new_items: np.ndarray | None = None) -> dict[str, float]:
     """HR@K, NDCG@K, MRR, coverage@10 and (given ``new_items``) cold-start recall@50.
 
-    Averages are over (user, target) pairs. ``new_items`` is an ``(n_items,)`` bool mask of titles
+    Averages are over (user, target) pairs; ``ndcg_at_10_se`` is the standard error of the
+    NDCG@10 mean over them (about 0.008 on ml-100k's 943 users), the size of a difference that
+    one evaluation cannot tell from noise. ``new_items`` is an ``(n_items,)`` bool mask of titles
     released after the cut-off; cold-start recall is left out when no target is one (it is
     undefined, not 0), and ``n_cold_start_cases`` says so. ``cold_start_recall_at_50`` counts
     the target in the top 50 of the whole catalogue; ``cold_start_recall_at_50_among_new``, in
@@ -260,6 +299,8 @@ def summarise(ranked: RankedTargets, new_items: np.ndarray | None = None) -> dic
     for k in CUTOFFS:
         metrics[f"hr_at_{k}"] = float(hit_at(flat, k).mean())
         metrics[f"ndcg_at_{k}"] = float(ndcg_at(flat, k).mean())
+        if k == 10:
+            metrics["ndcg_at_10_se"] = standard_error(ndcg_at(flat, k))
     metrics["mrr"] = float((1.0 / flat).mean())
     listed = ranked.top_items[ranked.top_items >= 0]
     metrics["coverage_at_10"] = float(np.unique(listed).size / ranked.n_items)

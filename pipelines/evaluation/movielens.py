@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints the table and returns the exit status."""
     import torch
 
-    from pipelines.evaluation.report import write_report
+    from pipelines.evaluation.report import paired_differences, write_report
     from pipelines.settings import Settings
     from pipelines.spark_session import build_spark_session
 
@@ -433,8 +433,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         available.update(foundation_models(args.dataset_dir, selection))
     result = run_leave_one_out(split, {name: available[name] for name in args.models})
     _print_table(f"{args.dataset_dir.name}: {len(result.split.test)} test users", result.table)
+    compare = "foundation" if "foundation" in result.ranked else next(iter(result.ranked))
+    if len(result.ranked) > 1:
+        _print_table(
+            "NDCG@10 differences, paired per user", paired_differences(result.ranked, compare)
+        )
     if args.out is not None:
-        paths = write_report(args.out, result.table, ranked=result.ranked)
+        paths = write_report(args.out, result.table, ranked=result.ranked, compare=compare)
         print(f"report: {paths.markdown}")
     return 0
 

@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.evaluation.metrics import COLD_START_K, METRIC_NAMES, RankedTargets, hit_at, ndcg_at
+from pipelines.evaluation.metrics import (
+    COLD_START_K,
+    METRIC_NAMES,
+    RankedTargets,
+    hit_at,
+    ndcg_at,
+    paired_ndcg_difference,
+)
 
 HISTORY_BUCKETS: tuple[float, ...] = (0, 5, 10, 20, 50, 100, 200, np.inf)
 """Edges of the history-length buckets, ``[lo, hi)`` in items seen before the target."""
@@ -237,6 +244,22 @@ def recall_by_title_age(
     return table
 
 
+def paired_differences(ranked: Mapping[str, RankedTargets], model: str) -> pd.DataFrame:
+    """``model``'s NDCG@10 minus each other model's, paired over the same cases: one row per
+    other model (``metrics.paired_ndcg_difference``); an interval that excludes 0 is a
+    difference one evaluation can tell from noise."""
+    if model not in ranked:
+        raise ValueError(f"no ranking of {model!r} to compare with; have {sorted(ranked)}")
+    rows = {
+        other: paired_ndcg_difference(ranked[model], ranks)
+        for other, ranks in ranked.items()
+        if other != model
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = f"{model} minus"
+    return table
+
+
 def _plot_buckets(table: pd.DataFrame, columns: list, ylabel: str, title: str, path: Path) -> Path:
     import matplotlib
 
@@ -332,13 +355,15 @@ def write_report(
     title: str = "reelfm evaluation",
     bars: pd.DataFrame | None = None,
     notes: Sequence[str] = (),
+    compare: str | None = None,
 ) -> ReportPaths:
     """Write the metrics table (Markdown, HTML, CSV) and the plots the inputs allow.
 
     ``ranked`` (model -> test ranks) adds the history-length plot, plus the title-age plot when
     ``item_release_ts`` is given; ``loss_histories`` (model -> per-step loss) adds training curves;
     ``bars`` (from ``quality_bars``) adds the quality bars with pass / fail under the table, and
-    ``notes`` a list of remarks (e.g. why a model is absent).
+    ``notes`` a list of remarks (e.g. why a model is absent). With ``ranked``, ``compare`` (default:
+    its first model) is set against every other model by the paired NDCG@10 difference.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -349,6 +374,10 @@ def write_report(
         sections.append(("Quality bars", _bars_for_display(bars)))
         plots["quality_bars"] = _plot_bars(bars, out_dir / "quality_bars.png")
     if ranked:
+        compare = next(iter(ranked)) if compare is None else compare
+        if len(ranked) > 1:
+            heading = f"NDCG@10 of {compare} against each model, paired per case"
+            sections.append((heading, paired_differences(ranked, compare)))
         by_length = metric_by_history_length(ranked)
         ndcg_columns = [c for c in by_length.columns if c[0] == "ndcg_at_10"]
         plots["ndcg_by_history_length"] = _plot_buckets(

@@ -7,15 +7,18 @@ scores 1/log2(4) = 0.5, at rank 1 scores 1.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from pipelines.evaluation.metrics import (
+    RankedTargets,
     Recommender,
     evaluate,
     full_ranks,
+    paired_ndcg_difference,
     rank_targets,
     ranks_from_top_k,
     summarise,
@@ -103,6 +106,9 @@ def test_metrics_average_over_cases_and_skip_padding():
     assert metrics["hr_at_50"] == pytest.approx(2 / 3)
     assert metrics["ndcg_at_10"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
     assert metrics["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 60) / 3)
+    # Per-case NDCG@10: 1, 1/log2(3), 0 (rank 60 is outside the top 10).
+    gains = np.array([1.0, 1 / math.log2(3), 0.0])
+    assert metrics["ndcg_at_10_se"] == pytest.approx(gains.std(ddof=1) / math.sqrt(3))
     # Top-10 lists: user 0 -> items 0, 1, 2 and 7 of the tied zeros; user 1 -> items 0..9.
     assert 10 / 100 <= metrics["coverage_at_10"] <= 17 / 100
 
@@ -182,3 +188,28 @@ def test_broken_scores_raise_instead_of_scoring_zero(scores, message):
 def test_an_empty_evaluation_set_raises():
     with pytest.raises(ValueError, match="no targets"):
         evaluate(FixedScores(np.zeros((1, 5))), _eval_set([[]], [[NO_TARGET]], 5))
+
+
+def test_paired_difference_is_taken_case_by_case():
+    # Two models on the same three targets; the reference is one rank behind on each case.
+    ranks = np.array([[1.0], [3.0], [9.0]])
+    mine = RankedTargets(
+        ranks=ranks,
+        targets=np.array([[0], [1], [2]]),
+        target_ts=np.zeros((3, 1), dtype=np.int64),
+        history_length=np.ones(3, dtype=np.int64),
+        top_items=np.zeros((3, 10), dtype=np.int64),
+        n_items=20,
+    )
+    behind = replace(mine, ranks=ranks + 1)
+    diff = paired_ndcg_difference(mine, behind)
+    per_case = 1 / np.log2(ranks[:, 0] + 1) - 1 / np.log2(ranks[:, 0] + 2)
+    assert diff["ndcg_at_10_difference"] == pytest.approx(per_case.mean())
+    assert diff["se"] == pytest.approx(per_case.std(ddof=1) / math.sqrt(3))
+    assert diff["ci95_low"] == pytest.approx(per_case.mean() - 1.96 * diff["se"])
+    assert diff["ci95_low"] < 0  # three cases this uneven cannot tell the models apart
+    assert diff["n_cases"] == 3
+    assert paired_ndcg_difference(mine, mine)["se"] == 0.0
+    other_targets = replace(mine, targets=mine.targets + 1)
+    with pytest.raises(ValueError, match="same targets"):
+        paired_ndcg_difference(mine, other_targets)

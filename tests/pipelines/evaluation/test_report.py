@@ -15,6 +15,7 @@ from pipelines.evaluation.report import (
     log_report,
     metric_by_history_length,
     metrics_table,
+    paired_differences,
     quality_bars,
     recall_by_title_age,
     write_report,
@@ -77,6 +78,9 @@ def test_write_report_and_log_it_to_mlflow(tmp_path: Path):
     assert "ndcg_by_history_length.png" in markdown
     assert "<table" in paths.html.read_text()
     assert set(paths.plots) == {"ndcg_by_history_length", "recall_by_title_age", "training_curves"}
+    # The first ranked model against the others, paired per case (same ranks here: 0 ± 0).
+    assert "## NDCG@10 of most_popular against each model, paired per case" in markdown
+    assert "| als | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 4 |" in markdown
     for png in paths.plots.values():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -177,3 +181,21 @@ def test_a_bar_the_oracle_itself_misses_says_it_is_out_of_reach():
     # A bar the oracle clears has no such note, and the bar against the oracle never does.
     assert bars.loc["ndcg_at_10_vs_most_popular", "note"] == ""
     assert bars.loc["ndcg_at_10_vs_oracle", "note"] == ""
+
+
+def test_paired_differences_put_the_model_against_each_other():
+    behind = _ranked(
+        [2, 4, 100, 8], [2, 3, 30, 60], [0, 0, 0, 0]
+    )  # one rank worse inside the top 10
+    table = paired_differences({"mine": RANKED["model"], "behind": behind}, "mine")
+    gains = [
+        1 - 1 / math.log2(3),
+        1 / math.log2(4) - 1 / math.log2(5),
+        0.0,
+        1 / 3 - 1 / math.log2(9),
+    ]
+    assert table.index.tolist() == ["behind"]
+    assert table.loc["behind", "ndcg_at_10_difference"] == pytest.approx(np.mean(gains))
+    assert table.loc["behind", "n_cases"] == 4
+    with pytest.raises(ValueError, match="no ranking of 'nobody'"):
+        paired_differences({"mine": RANKED["model"]}, "nobody")
