@@ -41,6 +41,7 @@ from pipelines.evaluation.daily import (  # noqa: E402
     evaluate_day,
     read_evaluation_inputs,
 )
+from pipelines.evaluation.metrics import ndcg_at  # noqa: E402
 from pipelines.evaluation.splits import index_interactions  # noqa: E402
 from pipelines.settings import Settings  # noqa: E402
 from pipelines.training.pretrain import pretrain_foundation  # noqa: E402
@@ -89,11 +90,6 @@ def target_kinds(inputs: EvaluationInputs, day: dt.date, split) -> np.ndarray:
         else:
             kinds[u] = 3 if (day - released).days <= 7 else 4
     return kinds
-
-
-def ndcg_at_10(ranks: np.ndarray) -> np.ndarray:
-    """Each one-target case's NDCG@10 from its 1-based rank."""
-    return np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)
 
 
 def shifted_model(model, inputs: EvaluationInputs, day: dt.date, shift: float):
@@ -168,11 +164,11 @@ def main() -> int:
         for name, ranked in ranked_all.items():
             if name.startswith("most_popular"):
                 continue
-            gain = ndcg_at_10(ranked.ranks[:, 0])
+            gain = ndcg_at(ranked.ranks[:, 0], 10)
             row = {"NDCG@10": gain.mean()}
             row.update({k: gain[kinds == i].mean() for i, k in enumerate(KINDS)})
             if ranked.new_ranks is not None:  # the same targets ranked among the new titles alone
-                row["that day, among new"] = ndcg_at_10(ranked.new_ranks[kinds == 0, 0]).mean()
+                row["that day, among new"] = ndcg_at(ranked.new_ranks[kinds == 0, 0], 10).mean()
             if name == "foundation":
                 row.update({"steps": result.train.steps, "CPU s": round(cpu)})
                 name = f"foundation seed {seed}"

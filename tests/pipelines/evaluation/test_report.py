@@ -184,9 +184,8 @@ def test_a_bar_the_oracle_itself_misses_says_it_is_out_of_reach():
 
 
 def test_paired_differences_put_the_model_against_each_other():
-    behind = _ranked(
-        [2, 4, 100, 8], [2, 3, 30, 60], [0, 0, 0, 0]
-    )  # one rank worse inside the top 10
+    # One rank worse than RANKED's model on every case inside the top 10.
+    behind = _ranked([2, 4, 100, 8], [2, 3, 30, 60], [0, 0, 0, 0])
     table = paired_differences({"mine": RANKED["model"], "behind": behind}, "mine")
     gains = [
         1 - 1 / math.log2(3),
