@@ -424,15 +424,23 @@ class FoundationModel(PreTrainedModel):
         """How each title is embedded in this call: (warm (N,) bool: with its id embedding,
         with_series (N,) bool: with its series' embedding).
 
-        At inference: the trained titles, and every episode. In training (id dropout, redrawn
-        every call) each title younger than ``config.cold_title_max_age_days`` at the cut-off is
-        cold with probability ``config.cold_title_rate``, and so is each young series as a whole
-        (every episode young), ids and series embedding alike: a series released after training
-        has no series embedding either, so its first episode must be scored without one.
+        At inference: the trained titles, and every episode of a series with a trained
+        episode. A series none of whose episodes was trained (one released on or after the
+        cut-off) has no series embedding, in training either: before its release the series
+        is in the catalogue but never chosen, so a row trained then learns only "never
+        watched" and buries the series once it is out. In training (id dropout, redrawn every
+        call) each title younger than ``config.cold_title_max_age_days`` at the cut-off is
+        cold with probability ``config.cold_title_rate``, and so is each young series as a
+        whole (every episode young), ids and series embedding alike, so that first episodes
+        are learnt without one.
         """
         warm = self.title_trained
         episode = self.title_series != NO_SERIES  # (N,)
         with_series = episode
+        if self.config.active_series_embedding and self.config.num_series > 0:
+            known = torch.zeros(self.config.num_series, dtype=torch.bool, device=warm.device)
+            known[self.title_series[episode & warm]] = True
+            with_series = episode & known[self.title_series.clamp(min=0)]
         rate = self.config.cold_title_rate
         # Without metadata every title keeps its id, and no random numbers are drawn.
         if self.training and rate > 0 and self.config.use_metadata:
@@ -446,7 +454,7 @@ class FoundationModel(PreTrainedModel):
                 new_series = (torch.rand(has_old.shape, device=warm.device) < rate) & ~has_old
                 whole = episode & new_series[series]  # (N,) episodes of series dropped whole
                 cold = cold | whole
-                with_series = episode & ~whole
+                with_series = with_series & ~whole
             warm = warm & ~cold
         return warm, with_series
 

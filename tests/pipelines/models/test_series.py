@@ -228,3 +228,25 @@ def test_id_dropout_hides_young_series_whole_and_inference_never_does() -> None:
     model.eval()
     warm, with_series = model.draw_titles()
     assert torch.equal(warm, model.title_trained) and torch.equal(with_series, episodes)
+
+
+def test_a_series_without_trained_episodes_has_no_series_embedding_in_training_or_serving() -> None:
+    """Before its release a series is in the catalogue but never chosen: a row trained then
+    learns only "never watched", so a series none of whose episodes was trained gets none."""
+    model = series_model()  # id dropout on, but every trained title is old: none hidden
+    unreleased = model.title_series == 2
+    model.title_trained = model.title_trained & ~unreleased
+    for training in (True, False):
+        model.train(training)
+        for _ in range(20):
+            warm, with_series = model.draw_titles()
+            assert not with_series[unreleased].any() and not warm[unreleased].any()
+    model.train()
+    model.zero_grad()
+    model.title_embeddings().sum().backward()
+    grad = model.series_embedding.weight.grad
+    assert torch.count_nonzero(grad[2]) == 0  # its row is never used, so never trained
+    assert torch.count_nonzero(grad[0]) > 0  # series 0 has trained, old episodes
+    model.eval()
+    _, with_series = model.draw_titles()
+    assert with_series[model.title_series == 3].all()  # a new season of a trained series keeps it
