@@ -437,20 +437,17 @@ class FoundationModel(PreTrainedModel):
         warm = self.title_trained
         episode = self.title_series != NO_SERIES  # (N,)
         with_series = episode
-        if self.config.active_series_embedding and self.config.num_series > 0:
-            known = torch.zeros(self.config.num_series, dtype=torch.bool, device=warm.device)
-            known[self.title_series[episode & warm]] = True
-            with_series = episode & known[self.title_series.clamp(min=0)]
+        series_rows = self.config.active_series_embedding and self.config.num_series > 0
+        if series_rows:
+            with_series = episode & self._series_of(warm)[self.title_series.clamp(min=0)]
         rate = self.config.cold_title_rate
         # Without metadata every title keeps its id, and no random numbers are drawn.
         if self.training and rate > 0 and self.config.use_metadata:
             young = self.title_age_days < self.config.cold_title_max_age_days  # (N,)
             cold = (torch.rand(warm.shape, device=warm.device) < rate) & young
-            if self.config.active_series_embedding and self.config.num_series > 0:
+            if series_rows:
                 series = self.title_series.clamp(min=0)  # (N,)
-                has_old = torch.zeros(
-                    self.config.num_series, dtype=torch.bool, device=warm.device
-                ).index_put_((series[episode & ~young],), torch.tensor(True, device=warm.device))
+                has_old = self._series_of(~young)  # (S,)
                 new_series = (torch.rand(has_old.shape, device=warm.device) < rate) & ~has_old
                 whole = episode & new_series[series]  # (N,) episodes of series dropped whole
                 cold = cold | whole
@@ -476,6 +473,12 @@ class FoundationModel(PreTrainedModel):
         log1p(age)) for ``warm`` titles, 0 for the others."""
         gate = torch.sigmoid(self.gate_bias + self.gate_slope * torch.log1p(self.title_age_days))
         return gate * warm
+
+    def _series_of(self, titles: torch.Tensor) -> torch.Tensor:
+        """(num_series,) bool: the series with an episode among ``titles`` (N,) bool."""
+        found = torch.zeros(self.config.num_series, dtype=torch.bool, device=titles.device)
+        found[self.title_series[titles & (self.title_series != NO_SERIES)]] = True
+        return found
 
     def title_embeddings(
         self, warm: torch.Tensor | None = None, with_series: torch.Tensor | None = None

@@ -230,7 +230,7 @@ def test_id_dropout_hides_young_series_whole_and_inference_never_does() -> None:
     assert torch.equal(warm, model.title_trained) and torch.equal(with_series, episodes)
 
 
-def test_a_series_without_trained_episodes_has_no_series_embedding_in_training_or_serving() -> None:
+def test_a_series_without_trained_episodes_never_uses_its_series_embedding() -> None:
     """Before its release a series is in the catalogue but never chosen: a row trained then
     learns only "never watched", so a series none of whose episodes was trained gets none."""
     model = series_model()  # id dropout on, but every trained title is old: none hidden
