@@ -7,7 +7,9 @@ registered foundation version (trained strictly before ``D`` by ``models/foundat
 ablation (titles only, trained here on the same tokens with the version's recorded recipe),
 most-popular, most-popular-among-new (the cold-start floor), optionally Spark ALS, and, when the
 lake came from the synthetic generator with a recorded config, the generator's oracle (the best
-possible ranking). The catalogue is the lake's tokenizer, so titles added on or after ``D`` are
+possible ranking), the oracle at the cut-off and the oracle from history (the best ranking
+knowable before the day, and the best knowable from the members' histories: see
+``pipelines.evaluation.oracle``). The catalogue is the lake's tokenizer, so titles added on or after ``D`` are
 ranked too: the foundation model gives them metadata-only embeddings (its cold-start path), and
 cold-start recall is reported for titles released on or after ``D``.
 
@@ -356,6 +358,9 @@ def evaluate_day(
             models.append(OracleRecommender.from_config(inputs.world.config, features))
             models.append(
                 OracleRecommender.from_config(inputs.world.config, features, at_cutoff=True)
+            )
+            models.append(
+                OracleRecommender.from_config(inputs.world.config, features, inferred_taste=True)
             )
     ablation = None
     if config.sasrec:

@@ -11,6 +11,14 @@ the catalogue's expected popularity instead: the best ranking knowable at the cu
 tokens the member played move the world's state (films seen, series progress); impressions and list adds are in the history the models read, but the generator did
 not count them. It is a ``MemberRecommender``: its scores depend on who chooses and when.
 
+The oracle also knows each member's taste vector, which a model can only infer from the member's
+history. ``oracle_from_history`` (``inferred_taste=True``) is the oracle at the cut-off with
+each member's taste replaced by its most probable value given their history before the cut-off
+(``infer_taste``: the films they were drawn to and how much of each title they watched, under
+the world's own choice and watch models, with every title's true vector known). It is the best
+ranking knowable from the histories themselves, so the report can say how much of what a model
+could have learnt it did learn.
+
 The oracle exists only when the lake came from the generator with a known config. Each day's
 landing manifest (``_injected.json``) records the generator's whole ``SyntheticConfig``;
 ``world_source`` accepts a world only when every day in the lake has a manifest and all of them
@@ -24,10 +32,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipelines.evaluation.foundation import TokenFeatures
 from pipelines.evaluation.splits import LeaveOneOutSplit, TemporalSplit
@@ -35,10 +44,106 @@ from pipelines.schemas import ACTIONS
 from pipelines.settings import Settings
 from pipelines.sources.oracle import WORLD_KEY, Oracle, world_from_record
 from pipelines.sources.synthetic import EVENTS_SOURCE, MANIFEST_NAME, SyntheticConfig
+from pipelines.tokens.interactions import WATCH_FRACTION_EDGES
 
 UNPLAYED_ACTIONS: frozenset[str] = frozenset({"impressed", "listed"})
 """Token actions without a play: the generator's state (films seen, series progress) ignores them."""
 _UNPLAYED_IDS = np.array(sorted(ACTIONS.index(a) for a in UNPLAYED_ACTIONS), dtype=np.int64)
+_PAIRS_PER_BLOCK = 4_096  # (member, day) rows of the choice normaliser computed at once
+
+
+def infer_taste(
+    oracle: Oracle,
+    members: np.ndarray,
+    titles: np.ndarray,
+    days: np.ndarray,
+    watch_buckets: np.ndarray,
+    max_iter: int = 200,
+) -> np.ndarray:
+    """(n_members, K) each member's most probable taste vector given their tokens, under the
+    world's own models with every title's true vector, popularity and release date known.
+
+    ``members`` and ``titles`` are world indices, ``days`` world days and ``watch_buckets`` the
+    tokens' watch-fraction buckets (0 unknown, else 1..5 by ``WATCH_FRACTION_EDGES``), all (n,).
+    The log posterior summed: the prior N(0, member_taste_scale²) per dimension; each film token
+    as a draw from a softmax over the films out that day (plays, impressions and list adds are
+    all draws from the choice model; given that a film was drawn, taste, popularity and
+    freshness decide which; episodes are left out, since which of them can be drawn depends on
+    series progress, and the rewatch penalty is left out of the normaliser); each watch-fraction
+    bucket as where sigmoid(watch_bias + watch_slope * affinity + noise) fell. The choice
+    normaliser is computed per (member, day) in blocks with its gradient by hand, so memory
+    stays at a block of (member, day) rows x films however long the histories. Members without
+    tokens keep the prior's mean, 0.
+    """
+    cfg, cat = oracle.config, oracle.catalogue
+    scale = 1.0 / np.sqrt(cfg.latent_dim)
+    factors = torch.tensor(cat.factors, dtype=torch.float64)  # (T, K)
+    films = factors[: cat.n_films]  # (F, K)
+    film = titles < cat.n_films
+    chosen_member = torch.from_numpy(members[film])
+    chosen = factors[titles[film]]  # (n_films_drawn, K)
+    pairs, pair_count = np.unique(
+        np.stack([members[film], days[film]]), axis=1, return_counts=True
+    )  # (2, P), (P,)
+    pair_days, pair_day = np.unique(pairs[1], return_inverse=True)
+    base = torch.tensor(
+        np.stack([oracle.day_logits(int(d))[: cat.n_films] for d in pair_days])
+        if len(pair_days)
+        else np.zeros((0, cat.n_films))
+    )  # (D, F) popularity + freshness, -inf before release
+    pair_member = torch.from_numpy(pairs[0])
+    pair_day_t = torch.from_numpy(pair_day)
+    count = torch.from_numpy(pair_count).double()
+    watched = watch_buckets > 0
+    fractions = np.asarray(WATCH_FRACTION_EDGES)
+    # Bucket b holds watch fractions in [edge b-1, edge b): on the sigmoid's scale, logits.
+    bounds = np.concatenate([[-np.inf], np.log(fractions / (1 - fractions)), [np.inf]])
+    low = torch.tensor(bounds[watch_buckets[watched] - 1])  # (W,)
+    high = torch.tensor(bounds[watch_buckets[watched]])
+    watch_member = torch.from_numpy(members[watched])
+    watch_title = factors[titles[watched]]  # (W, K)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    variance = cfg.member_taste_scale**2
+
+    taste = torch.zeros(oracle.members.n_members, cfg.latent_dim, dtype=torch.float64)
+    taste.requires_grad_(True)
+
+    def choice_terms(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-log P(film tokens | taste) and its gradient, without autograd."""
+        grad = torch.zeros_like(vectors)
+        drawn = scale * (vectors[chosen_member] * chosen).sum(1)  # (n_films_drawn,)
+        grad.index_add_(0, chosen_member, -scale * chosen)
+        loss = -drawn.sum()
+        for start in range(0, len(count), _PAIRS_PER_BLOCK):
+            block = slice(start, start + _PAIRS_PER_BLOCK)
+            who = pair_member[block]
+            logits = scale * vectors[who] @ films.T + base[pair_day_t[block]]  # (B, F)
+            weight = count[block]
+            loss = loss + (weight * torch.logsumexp(logits, 1)).sum()
+            expected = torch.softmax(logits, 1) @ films  # (B, K)
+            grad.index_add_(0, who, (scale * weight)[:, None] * expected)
+        return loss, grad
+
+    optimizer = torch.optim.LBFGS(
+        [taste], max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        with torch.no_grad():
+            choice_loss, choice_grad = choice_terms(taste.detach())
+        affinity = scale * (taste[watch_member] * watch_title).sum(1)  # (W,)
+        mean = cfg.watch_bias + cfg.watch_slope * affinity
+        inside = normal.cdf((high - mean) / cfg.watch_noise) - normal.cdf(
+            (low - mean) / cfg.watch_noise
+        )
+        loss = (taste**2).sum() / (2 * variance) - torch.log(inside.clamp(min=1e-12)).sum()
+        loss.backward()
+        taste.grad += choice_grad
+        return loss.detach() + choice_loss
+
+    optimizer.step(closure)
+    return taste.detach().numpy()
 
 
 @dataclass(frozen=True)
@@ -108,31 +213,50 @@ def read_world_source(settings: Settings, lake_days: Iterable[dt.date]) -> World
 class OracleRecommender:
     """The generator's true choice model behind the ``MemberRecommender`` protocol."""
 
-    def __init__(self, oracle: Oracle, features: TokenFeatures, at_cutoff: bool = False) -> None:
+    def __init__(
+        self,
+        oracle: Oracle,
+        features: TokenFeatures,
+        at_cutoff: bool = False,
+        inferred_taste: bool = False,
+    ) -> None:
         """``features``: the token features of the interactions splits are cut from (their
         actions say which history tokens were plays). ``at_cutoff``: on a temporal split, do
         not know the popularity of titles released at or after the cut-off (see
-        ``Oracle.unreleased_popularity_unknown``); named ``oracle_at_cutoff``."""
+        ``Oracle.unreleased_popularity_unknown``); named ``oracle_at_cutoff``.
+        ``inferred_taste``: that, and each member's taste is what ``infer_taste`` makes of
+        their training tokens instead of the true one; named ``oracle_from_history``."""
         self.world_oracle = oracle
         self.oracle = oracle
         self.features = features
-        self.at_cutoff = at_cutoff
-        self.name = "oracle_at_cutoff" if at_cutoff else "oracle"
+        self.at_cutoff = at_cutoff or inferred_taste
+        self.inferred_taste = inferred_taste
+        self.name = (
+            "oracle_from_history"
+            if inferred_taste
+            else "oracle_at_cutoff"
+            if at_cutoff
+            else "oracle"
+        )
         self._item_to_title: np.ndarray | None = None  # (n_items,) oracle title index per item
         self._members: np.ndarray | None = None  # (n_users,) oracle member index per user
 
     @classmethod
     def from_config(
-        cls, config: SyntheticConfig, features: TokenFeatures, at_cutoff: bool = False
+        cls,
+        config: SyntheticConfig,
+        features: TokenFeatures,
+        at_cutoff: bool = False,
+        inferred_taste: bool = False,
     ) -> OracleRecommender:
-        return cls(Oracle.from_config(config), features, at_cutoff)
+        return cls(Oracle.from_config(config), features, at_cutoff, inferred_taste)
 
     def fit(self, split: LeaveOneOutSplit | TemporalSplit) -> None:
         """Map the split's item and user indices onto the world's; raises when the lake holds
         titles or members this world never had (the data is not from it)."""
         if self.at_cutoff:
             if not isinstance(split, TemporalSplit):
-                raise ValueError("oracle_at_cutoff needs a temporal split (its cut-off)")
+                raise ValueError(f"{self.name} needs a temporal split (its cut-off)")
             cutoff = dt.datetime.fromtimestamp(split.config.cutoff_ts, dt.UTC)
             world = self.world_oracle
             self.oracle = world.unreleased_popularity_unknown(world.day_offset(cutoff))
@@ -153,6 +277,33 @@ class OracleRecommender:
                 f"the lake holds a member the synthetic world lacks: {error}"
             ) from None
         self._members = np.asarray(members, dtype=np.int64)
+        if self.inferred_taste:
+            taste = self._infer_taste(split)
+            members = replace(self.oracle.members, factors=taste)
+            self.oracle = Oracle(self.oracle.config, self.oracle.catalogue, members)
+
+    def _infer_taste(self, split: TemporalSplit) -> np.ndarray:
+        """``infer_taste`` over the split's training tokens (everything before the cut-off)."""
+        assert self._item_to_title is not None and self._members is not None
+        every = self.features.interactions
+        before = every.ts < split.config.cutoff_ts
+        train = split.train
+        if not (
+            np.array_equal(every.item[before], train.item)
+            and len(every.user_ids) == len(train.user_ids)
+        ):
+            raise ValueError(
+                "the features belong to other interactions than the split: build both from one frame"
+            )
+        start = self.oracle.day_offset(dt.datetime.fromtimestamp(0, dt.UTC))  # world day at ts 0
+        days = start + train.ts // 86_400
+        return infer_taste(
+            self.oracle,
+            self._members[train.user],
+            self._item_to_title[train.item],
+            days,
+            self.features.features[1, before],
+        )
 
     def score_members(
         self,

@@ -86,6 +86,8 @@ ORACLE = "oracle"
 """The metrics-table row of the synthetic world's true choice model, when it was evaluated."""
 ORACLE_AT_CUTOFF = "oracle_at_cutoff"
 """The row of that model without the popularity of titles not yet released at the cut-off."""
+ORACLE_FROM_HISTORY = "oracle_from_history"
+"""The row of the oracle at the cut-off with each member's taste inferred from their history."""
 
 
 def quality_bars(
@@ -131,12 +133,8 @@ def quality_bars(
                 f"out of reach here: even the oracle (the best possible ranking) reaches "
                 f"{ceiling:.2f} x {bar.reference}"
             )
-        if bar.reference == ORACLE and ORACLE_AT_CUTOFF in table.index and not note:
-            knowable = _metric(table, ORACLE_AT_CUTOFF, bar.reference_metric)
-            note = (
-                f"{value / knowable:.3f} x {ORACLE_AT_CUTOFF} ({knowable:.4f}), the oracle "
-                "without the popularity of titles released on the evaluated days"
-            )
+        if bar.reference == ORACLE and not note:
+            note = _knowable_note(table, value, bar.reference_metric)
         rows[bar.name] = {
             "value": value,
             "reference": bar.reference,
@@ -149,6 +147,22 @@ def quality_bars(
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "bar"
     return frame
+
+
+def _knowable_note(table: pd.DataFrame, value: float, metric: str) -> str:
+    """The model's ``value`` against the oracles that know only what was knowable (those in
+    ``table``): at the cut-off, and from the members' histories."""
+    described = {
+        ORACLE_AT_CUTOFF: "the oracle without the popularity of titles released on the "
+        "evaluated days",
+        ORACLE_FROM_HISTORY: "that oracle with each member's taste inferred from their history",
+    }
+    parts = []
+    for name, meaning in described.items():
+        if name in table.index:
+            knowable = _metric(table, name, metric)
+            parts.append(f"{value / knowable:.3f} x {name} ({knowable:.4f}), {meaning}")
+    return "; ".join(parts)
 
 
 def _oracle_ratio(table: pd.DataFrame, bar: QualityBar, reference: float) -> float:

@@ -62,6 +62,7 @@ def test_report_scores_the_days_version_and_makes_it_champion(reelfm_home: Path)
             "foundation",
             "oracle",
             "oracle_at_cutoff",
+            "oracle_from_history",
             "sasrec",
             "most_popular",
             "most_popular_new",
@@ -108,6 +109,7 @@ def test_report_scores_the_days_version_and_makes_it_champion(reelfm_home: Path)
         metadata = unknown.get_asset_materialization_events()[0].materialization.metadata
         assert "| oracle |" not in metadata["metrics"].value
         assert "| oracle_at_cutoff |" not in metadata["metrics"].value
+        assert "| oracle_from_history |" not in metadata["metrics"].value
         assert "ndcg_at_10_vs_oracle" not in metadata
         assert "oracle: not available" in metadata["notes"].value
         assert "| ndcg_at_10_vs_oracle |" in metadata["quality_bars"].value  # shown as n/a

@@ -15,7 +15,12 @@ import pytest
 from pipelines.evaluation.baselines import MostPopular, MostPopularNew
 from pipelines.evaluation.foundation import FEATURE_ROWS, TokenFeatures
 from pipelines.evaluation.metrics import MemberRecommender, evaluate, rank_targets
-from pipelines.evaluation.oracle import OracleRecommender, read_world_source, world_source
+from pipelines.evaluation.oracle import (
+    OracleRecommender,
+    infer_taste,
+    read_world_source,
+    world_source,
+)
 from pipelines.evaluation.splits import (
     TemporalConfig,
     TemporalSplit,
@@ -25,7 +30,7 @@ from pipelines.evaluation.splits import (
 from pipelines.schemas import ACTIONS, EVENT_TYPES
 from pipelines.sources.catalogue import build_catalogue
 from pipelines.sources.members import build_members
-from pipelines.sources.oracle import WORLD_KEY, world_record
+from pipelines.sources.oracle import WORLD_KEY, Oracle, world_record
 from pipelines.sources.synthetic import MANIFEST_NAME, PRESETS, generate, simulate
 
 # A bigger tiny world (thousands of choices) so the metric gap is far above noise.
@@ -131,6 +136,67 @@ def test_oracle_at_cutoff_forgets_only_the_popularity_of_titles_new_at_the_cutof
         OracleRecommender.from_config(CONFIG, features, at_cutoff=True).fit(
             _leave_one_out_stub(split)
         )
+
+
+def test_oracle_from_history_infers_each_members_taste_from_their_tokens(world):
+    """Taste inferred from the tokens before the cut-off tracks the true taste (the more
+    tokens, the closer), members without tokens keep the prior's 0, and the ranking it gives
+    lies between the oracle at the cut-off (true taste) and the same oracle with no taste."""
+    split, features = world
+    inferred = OracleRecommender.from_config(CONFIG, features, inferred_taste=True)
+    knowable = OracleRecommender.from_config(CONFIG, features, at_cutoff=True)
+    assert inferred.name == "oracle_from_history" and inferred.at_cutoff
+    inferred.fit(split)
+    knowable.fit(split)
+    truth = inferred.world_oracle.members.factors
+    guess = inferred.oracle.members.factors
+    assert guess.shape == truth.shape
+    film = inferred._item_to_title[split.train.item] < inferred.oracle.catalogue.n_films
+    per_member = np.bincount(inferred._members[split.train.user[film]], minlength=len(truth))
+    never = per_member == 0  # no film token (the fixture's tokens carry no watch fractions)
+    assert never.any() and np.all(guess[never] == 0)
+    many = per_member >= np.quantile(per_member[~never], 0.75)
+    few = ~never & (per_member <= np.quantile(per_member[~never], 0.25))
+
+    def agreement(rows: np.ndarray) -> float:
+        return float(np.mean([np.corrcoef(guess[i], truth[i])[0, 1] for i in np.flatnonzero(rows)]))
+
+    assert agreement(many) > max(0.3, agreement(few))
+    # Everything else stays the oracle at the cut-off's.
+    assert np.array_equal(
+        inferred.oracle.catalogue.log_popularity, knowable.oracle.catalogue.log_popularity
+    )
+    tasteless = OracleRecommender(
+        Oracle(
+            CONFIG,
+            knowable.oracle.catalogue,
+            replace(knowable.oracle.members, factors=np.zeros_like(truth)),
+        ),
+        features,
+    )
+    tasteless.fit(split)
+    ndcg = {m.name: evaluate(m, split.test)["ndcg_at_10"] for m in (knowable, inferred)}
+    ndcg["none"] = evaluate(tasteless, split.test)["ndcg_at_10"]
+    assert ndcg["oracle_at_cutoff"] > ndcg["oracle_from_history"] > ndcg["none"]
+
+
+def test_infer_taste_reads_how_much_of_a_title_was_watched():
+    """Watch fractions alone (episodes, so no choice evidence) pull the taste towards a title
+    watched to the end and away from one abandoned in its first tenth."""
+    oracle = Oracle.from_config(CONFIG)
+    cat = oracle.catalogue
+    liked = cat.n_films  # an episode, and the episode least like it (another series)
+    disliked = cat.n_films + int(np.argmin(cat.factors[cat.n_films :] @ cat.factors[liked]))
+    taste = infer_taste(
+        oracle,
+        members=np.array([0, 0, 0, 1], dtype=np.int64),
+        titles=np.array([liked, liked, disliked, liked], dtype=np.int64),
+        days=np.zeros(4, dtype=np.int64),
+        watch_buckets=np.array([5, 5, 1, 0]),  # member 1's token carries no watch fraction
+    )
+    affinity = taste[0] @ cat.factors[[liked, disliked]].T
+    assert affinity[0] > 0 > affinity[1]
+    assert np.all(taste[1] == 0) and np.all(taste[2:] == 0)
 
 
 def _leave_one_out_stub(split: TemporalSplit) -> object:

@@ -131,19 +131,22 @@ def test_quality_bars_divide_by_the_reference_and_say_pass_or_fail(tmp_path: Pat
     assert "Quality bars" in paths.html.read_text()
 
 
-def test_the_bar_against_the_oracle_also_reports_the_oracle_at_the_cutoff():
+def test_the_bar_against_the_oracle_also_reports_the_knowable_oracles():
     table = metrics_table(
         {
             "foundation": {"ndcg_at_10": 0.30},
             "oracle": {"ndcg_at_10": 0.40},
             "oracle_at_cutoff": {"ndcg_at_10": 0.36},
+            "oracle_from_history": {"ndcg_at_10": 0.32},
             "most_popular": {"ndcg_at_10": 0.10},
         }
     )
     bar = quality_bars(table, "foundation").loc["ndcg_at_10_vs_oracle"]
-    # The bar itself is still judged against the oracle; the note adds the knowable ratio.
+    # The bar itself is still judged against the oracle; the note adds the knowable ratios.
     assert bar["ratio"] == pytest.approx(0.75) and not bar["passed"]
-    assert bar["note"].startswith("0.833 x oracle_at_cutoff (0.3600)")
+    first, second = bar["note"].split("; ")
+    assert first.startswith("0.833 x oracle_at_cutoff (0.3600)")
+    assert second.startswith("0.938 x oracle_from_history (0.3200)")
 
 
 def test_quality_bars_without_the_oracle_are_undefined_not_zero():
