@@ -58,7 +58,7 @@ def infer_taste(
     titles: np.ndarray,
     days: np.ndarray,
     watch_buckets: np.ndarray,
-    max_iter: int = 200,
+    max_iter: int = 50,
 ) -> np.ndarray:
     """(n_members, K) each member's most probable taste vector given their tokens, under the
     world's own models with every title's true vector, popularity and release date known.
