@@ -9,9 +9,9 @@ most-popular, most-popular-among-new (the cold-start floor), optionally Spark AL
 lake came from the synthetic generator with a recorded config, the generator's oracle (the best
 possible ranking), the oracle at the cut-off and the oracle from history (the best ranking
 knowable before the day, and the best knowable from the members' histories: see
-``pipelines.evaluation.oracle``). The catalogue is the lake's tokenizer, so titles added on or after ``D`` are
-ranked too: the foundation model gives them metadata-only embeddings (its cold-start path), and
-cold-start recall is reported for titles released on or after ``D``.
+``pipelines.evaluation.oracle``). The catalogue is the lake's tokenizer, so titles added on or
+after ``D`` are ranked too: the foundation model gives them metadata-only embeddings (its
+cold-start path), and cold-start recall is reported for titles released on or after ``D``.
 
 ``read_evaluation_inputs`` is the Spark side (lake tables to pandas, the landing manifests to the
 synthetic world), ``load_registered_version`` the registry side, and ``evaluate_day`` the pure

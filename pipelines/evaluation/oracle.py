@@ -243,13 +243,10 @@ class OracleRecommender:
 
     @classmethod
     def from_config(
-        cls,
-        config: SyntheticConfig,
-        features: TokenFeatures,
-        at_cutoff: bool = False,
-        inferred_taste: bool = False,
+        cls, config: SyntheticConfig, features: TokenFeatures, **options: bool
     ) -> OracleRecommender:
-        return cls(Oracle.from_config(config), features, at_cutoff, inferred_taste)
+        """The oracle of the world ``config`` describes; ``options`` as for ``__init__``."""
+        return cls(Oracle.from_config(config), features, **options)
 
     def fit(self, split: LeaveOneOutSplit | TemporalSplit) -> None:
         """Map the split's item and user indices onto the world's; raises when the lake holds
@@ -278,9 +275,8 @@ class OracleRecommender:
             ) from None
         self._members = np.asarray(members, dtype=np.int64)
         if self.inferred_taste:
-            taste = self._infer_taste(split)
-            members = replace(self.oracle.members, factors=taste)
-            self.oracle = Oracle(self.oracle.config, self.oracle.catalogue, members)
+            inferred = replace(self.oracle.members, factors=self._infer_taste(split))
+            self.oracle = Oracle(self.oracle.config, self.oracle.catalogue, inferred)
 
     def _infer_taste(self, split: TemporalSplit) -> np.ndarray:
         """``infer_taste`` over the split's training tokens (everything before the cut-off)."""
@@ -293,7 +289,8 @@ class OracleRecommender:
             and len(every.user_ids) == len(train.user_ids)
         ):
             raise ValueError(
-                "the features belong to other interactions than the split: build both from one frame"
+                "the features belong to other interactions than the split: "
+                "build both from one frame"
             )
         start = self.oracle.day_offset(dt.datetime.fromtimestamp(0, dt.UTC))  # world day at ts 0
         days = start + train.ts // 86_400
