@@ -15,9 +15,10 @@ The oracle also knows each member's taste vector, which a model can only infer f
 history. ``oracle_from_history`` (``inferred_taste=True``) is the oracle at the cut-off with
 each member's taste replaced by its most probable value given their history before the cut-off
 (``infer_taste``: the films they were drawn to and how much of each title they watched, under
-the world's own choice and watch models, with every title's true vector known). It is the best
-ranking knowable from the histories themselves, so the report can say how much of what a model
-could have learnt it did learn.
+the world's own choice and watch models, with every title's true vector known). It approximates
+the best ranking knowable from the histories themselves (a point estimate, not the whole
+posterior, and without the evidence of episode choices), so the report can say how much of what
+a model could have learnt it did learn.
 
 The oracle exists only when the lake came from the generator with a known config. Each day's
 landing manifest (``_injected.json``) records the generator's whole ``SyntheticConfig``;
