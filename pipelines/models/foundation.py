@@ -244,6 +244,8 @@ class FoundationModel(PreTrainedModel):
             # interactions behind their id embedding, can lean on it more; learned from data.
             self.gate_bias = nn.Parameter(torch.zeros(()))
             self.gate_slope = nn.Parameter(torch.zeros(()))
+            if config.history_metadata:
+                self.history_metadata = nn.Linear(config.metadata_dim, D)
         if config.title_bias:
             # A trained title's popularity as its own logit bias; a new title's from its metadata
             # (read off the metadata projection's hidden layer), mixed by the same gate.
@@ -653,6 +655,9 @@ class FoundationModel(PreTrainedModel):
     ) -> torch.Tensor:
         """(B, T, D) input representations: title + features + position, normalised."""
         x = titles[batch.titles.clamp(min=0)]  # (B, T, D); pads read row 0, never attended
+        if self.config.use_metadata and self.config.history_metadata:
+            meta = self.history_metadata(self.title_features)  # (N, D)
+            x = x + meta[batch.titles.clamp(min=0)]
         columns = dict(zip(TOKEN_FEATURES, batch.feature_tensors(), strict=True))
         for name, table in self.feature_embeddings.items():
             x = x + table(columns[name])  # (B, T, D)

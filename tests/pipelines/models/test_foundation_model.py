@@ -205,6 +205,21 @@ def token_at(events: SequenceBatch, index: torch.Tensor) -> SequenceBatch:
 FEATURES = ("actions", "watch_fraction", "gaps", "devices", "hours", "weekdays", "times")
 
 
+@pytest.mark.parametrize("history_metadata", [True, False])
+def test_history_tokens_read_their_titles_genres_whatever_the_gate(history_metadata: bool) -> None:
+    """With ``history_metadata`` the member's state sees the genres of what they watched even
+    where the gate gives a title's embedding wholly to its id; without it, it does not."""
+    model = make_model(history_metadata=history_metadata).eval()
+    history = random_batch(torch.Generator().manual_seed(3), [8, 5], 8, targets=False)
+    with torch.no_grad():
+        model.gate_bias.fill_(30.0)  # gate = 1: every trained title is its id embedding alone
+        before = model.hidden_states(history)
+        genres = model.title_features[:, :N_GENRES]
+        model.title_features[:, :N_GENRES] = 1.0 - genres  # every title's other genres
+        after = model.hidden_states(history)
+    assert (not torch.allclose(before, after)) == history_metadata
+
+
 @pytest.mark.parametrize(
     "overrides", [{"mtp_n": 1}, {"title_bias": True, "cold_freshness": True}], ids=str
 )

@@ -167,7 +167,9 @@ def test_series_structure_continues_a_series_into_episodes_never_seen_in_trainin
 
 
 def test_training_ranks_only_the_episodes_recommend_would_offer() -> None:
-    model = series_model(train_servable_only=True)
+    # Without the history's metadata a fresh model's scores are flatter: the losses below
+    # compare with log(titles offered), which assumes near-equal scores.
+    model = series_model(train_servable_only=True, history_metadata=False)
     # One member: film 0, then episodes 0 and 1 of series 0; targets are the next tokens.
     titles = torch.tensor([[0, episode(0, 0), episode(0, 1)]])
     mask = torch.ones_like(titles, dtype=torch.bool)
