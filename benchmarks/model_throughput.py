@@ -51,8 +51,8 @@ def training_flops_per_token(config: FoundationConfig) -> float:
     attention = L * 2 * 2 * T * D / 2  # QK^T and AV, causal: half the positions on average
     softmax = 2 * D * N  # hidden x every title embedding
     metadata = 2 * (config.metadata_dim * D + D * D) * N / T  # title table, amortised per token
-    if config.history_metadata:  # the history's own projection of the metadata, likewise
-        metadata += 2 * config.metadata_dim * D * N / T
+    if config.history_metadata:  # each history token's own projection of its metadata
+        metadata += 2 * config.metadata_dim * D
     return 3 * (2 * block_params + attention + softmax + metadata)
 
 

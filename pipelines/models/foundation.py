@@ -654,10 +654,11 @@ class FoundationModel(PreTrainedModel):
         self, batch: SequenceBatch, positions: torch.Tensor, titles: torch.Tensor
     ) -> torch.Tensor:
         """(B, T, D) input representations: title + features + position, normalised."""
-        x = titles[batch.titles.clamp(min=0)]  # (B, T, D); pads read row 0, never attended
+        rows = batch.titles.clamp(min=0)  # (B, T); pads read row 0, never attended
+        x = titles[rows]  # (B, T, D)
         if self.config.use_metadata and self.config.history_metadata:
-            meta = self.history_metadata(self.title_features)  # (N, D)
-            x = x + meta[batch.titles.clamp(min=0)]
+            # Only the history's rows: a cached step appends one token, not the catalogue.
+            x = x + self.history_metadata(self.title_features[rows])  # (B, T, D)
         columns = dict(zip(TOKEN_FEATURES, batch.feature_tensors(), strict=True))
         for name, table in self.feature_embeddings.items():
             x = x + table(columns[name])  # (B, T, D)
