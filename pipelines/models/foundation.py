@@ -3,10 +3,11 @@
 One file, read top to bottom: title embeddings (id + metadata, mixed by a learned age gate, so a
 title never trained on still has an embedding; in training a share of titles is embedded from
 metadata alone so that path learns to stand in for an id), the token embedding (title, plus its
-metadata ungated with ``history_metadata``, + token features + position), pre-norm causal blocks on ``F.scaled_dot_product_attention``, the
-objectives (next-title softmax, full or sampled with logQ correction; multi-token prediction;
-next-genre BCE), a freshness bias on the next-title logits by each title's age at the request,
-and inference (``recommend`` and a KV cache that appends one event in one step).
+metadata ungated with ``history_metadata``, + token features + position), pre-norm causal
+blocks on ``F.scaled_dot_product_attention``, the objectives (next-title softmax, full or
+sampled with logQ correction; multi-token prediction; next-genre BCE), a freshness bias on the
+next-title logits by each title's age at the request, and inference (``recommend`` and a KV
+cache that appends one event in one step).
 
 Series: an episode's embedding adds a learned embedding of its series, shared by all its
 episodes, so continuing a series is one pattern per series rather than one per episode, and a new
