@@ -54,6 +54,9 @@ class FoundationConfig(PretrainedConfig):
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
     max_len: int = 50  # window length: positions the model attends over (learned positions)
     dropout: float = 0.1  # on embeddings, attention output and MLP output while training
+    # On the attention weights while training; None: ``dropout``. Its mask is (B, H, T, T) and
+    # makes PyTorch's CPU attention leave its fused kernel for the unfused one.
+    attention_dropout: float | None = None
     initializer_range: float = 0.02  # std of the normal init of linear and embedding weights
 
     # --- data ------------------------------------------------------------------------------
@@ -196,6 +199,11 @@ class FoundationConfig(PretrainedConfig):
     def active_next_episode_only(self) -> bool:
         """Whether recommendations keep only each series' next episode (needs metadata)."""
         return self.next_episode_only and self.use_metadata
+
+    @property
+    def active_attention_dropout(self) -> float:
+        """Dropout on the attention weights: ``attention_dropout``, or ``dropout`` if unset."""
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
 
     @property
     def head_dim(self) -> int:

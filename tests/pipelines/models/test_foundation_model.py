@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipelines.models import FoundationConfig, FoundationModel, SequenceBatch
+from pipelines.models import foundation as foundation_module
 from pipelines.models.batches import PAD_INDEX
 from pipelines.models.metadata import release_feature
 
@@ -156,6 +157,28 @@ def test_sampled_softmax_with_log_q_approximates_the_full_softmax() -> None:
     sampled.set_title_popularity(torch.arange(N_TITLES, dtype=torch.float32) ** 2)
     skewed_loss = sampled(batch).next_title_loss.detach()
     assert abs(float(skewed_loss) - float(full_loss)) < 0.05 * float(full_loss)
+
+
+def test_full_softmax_loss_in_row_chunks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every term of the logits rides along with its rows: freshness at each target's time, the
+    # continue-watching bonus, the title bias and the titles left out of each row's softmax.
+    model = make_model(title_bias=True, train_servable_only=True, cold_freshness=True).train()
+    batch = random_batch(torch.Generator().manual_seed(9), [16, 16, 11], 16)
+    results = []
+    for elements in (10**9, 3 * N_TITLES):  # one block; 3 rows a chunk (40 targets: 14 chunks)
+        monkeypatch.setattr(foundation_module, "LOSS_CHUNK_ELEMENTS", elements)
+        model.zero_grad()
+        torch.manual_seed(1)  # the same titles hidden by id dropout in both
+        loss = model(batch).next_title_loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                        if p.grad is not None}))  # fmt: skip
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    assert torch.allclose(whole, chunked, atol=1e-6)
+    assert whole_grads.keys() == chunked_grads.keys()
+    assert {"freshness_bias", "continuation_bias", "title_id_bias"} <= whole_grads.keys()
+    for name, grad in whole_grads.items():
+        assert torch.allclose(grad, chunked_grads[name], atol=1e-6), name
 
 
 def test_eval_mode_scores_the_full_catalogue_and_reports_hit_rates() -> None:
