@@ -185,6 +185,9 @@ class WindowDataset(Dataset[TokenWindow]):
                 starts.append(last_start)
             index.extend((u, s) for s in starts)
         self.index = np.array(index, dtype=np.int64).reshape(-1, 2)  # (num_windows, 2)
+        starts = self.index[:, 1]
+        ends = np.minimum(starts + window, sequences.lengths[self.index[:, 0]] - 1)
+        self.lengths = ends - starts  # (num_windows,) inputs of each window, for batching
 
     def __len__(self) -> int:
         return len(self.index)

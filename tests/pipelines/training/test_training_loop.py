@@ -18,7 +18,7 @@ from pipelines.models.windows import (
     split_last_token,
 )
 from pipelines.training import TRAIN_PRESETS, TrainConfig, latest_checkpoint, train
-from pipelines.training.loop import lr_factor
+from pipelines.training.loop import DistributedContext, _length_grouped_batches, lr_factor
 
 N_TITLES = 20
 
@@ -169,3 +169,81 @@ def test_config_errors_say_what_to_change() -> None:
     windows = WindowDataset(train_seqs, model.config.max_len, model.config.window_stride)
     with pytest.raises(ValueError, match="lower batch_size"):
         train(model, pretraining_loss, windows, TrainConfig(batch_size=64), collate_windows)
+
+
+def varied_sequences(n_users: int, seed: int = 0) -> UserSequences:
+    """Cyclic histories of 2..40 tokens, most of them short (as members' histories are)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(2 + rng.geometric(0.12, n_users), 40)
+    whole = cyclic_sequences(n_users, 40, seed)
+    keep = np.concatenate([np.arange(40 * u, 40 * u + n) for u, n in enumerate(lengths)])
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return UserSequences(whole.user_ids, offsets, whole.tokens[:, keep])
+
+
+def context(rank: int, world_size: int) -> DistributedContext:
+    return DistributedContext(rank, world_size, torch.device("cpu"), owns_group=False)
+
+
+def test_length_grouping_batches_like_lengths_and_covers_the_epoch_once() -> None:
+    windows = WindowDataset(varied_sequences(300), 16, 8)
+    lengths = windows.lengths
+    assert [windows[i].tokens.shape[1] for i in range(len(windows))] == lengths.tolist()
+    budget = 16 * lengths.mean()
+    batches = _length_grouped_batches(lengths, context(0, 1), 16, 8, seed=3, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(windows)))  # each once
+    # No batch is wider than a random batch of 16 holds on average (one long window may be)
+    assert all(len(b) * lengths[b].max() <= budget or len(b) == 1 for b in batches)
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    rng = np.random.default_rng(0)
+    random_padded = sum(lengths[b].max() * len(b) for b in np.array_split(rng.permutation(
+        len(windows)), len(windows) // 16))  # fmt: skip
+    assert lengths.sum() / padded > 0.9 > 0.7 > lengths.sum() / random_padded
+    # The order replays from (seed, epoch) and changes with the epoch
+    again = _length_grouped_batches(lengths, context(0, 1), 16, 8, seed=3, epoch=0)
+    assert again == batches
+    assert _length_grouped_batches(lengths, context(0, 1), 16, 8, seed=3, epoch=1) != batches
+    # Two ranks split each global batch; together they are the one-process batch
+    ranks = [_length_grouped_batches(lengths, context(r, 2), 16, 8, 3, 0) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(batches)
+    for a, b, whole in zip(*ranks, batches, strict=True):
+        assert sorted(a + b) == sorted(whole) and len(a) - len(b) in (0, 1) and b
+
+
+def test_a_length_grouped_run_learns_and_resumes_exactly(tmp_path: Path) -> None:
+    train_seqs, validation = split_last_token(varied_sequences(200))
+    config = replace(
+        TRAIN_PRESETS["tiny"], max_steps=40, batch_size=16, length_grouping=4,
+        checkpoint_every=10, eval_every=20,
+    )  # fmt: skip
+
+    def run(model: FoundationModel, directory: Path, kill_at: int | None = None) -> list[float]:
+        losses: list[float] = []
+
+        def log(metrics: dict[str, float], step: int) -> None:
+            if kill_at is not None and step == kill_at:
+                raise Killed
+            if "train/loss" in metrics:
+                losses.append(metrics["train/loss"])
+
+        windows = WindowDataset(train_seqs, model.config.max_len, model.config.window_stride)
+        val = LastTokenDataset(validation, model.config.max_len)
+        train(model, pretraining_loss, windows, config, collate_windows, val, directory, log)
+        return losses
+
+    straight = make_model(dropout=0.1)
+    losses = run(straight, tmp_path / "straight")
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])  # from ln(20) = 3.0
+    interrupted = make_model(dropout=0.1)
+    with pytest.raises(Killed):
+        run(interrupted, tmp_path / "resumed", kill_at=25)
+    resumed = make_model(seed=5, dropout=0.1)
+    run(resumed, tmp_path / "resumed")
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # A dataset without lengths cannot be grouped, and says so
+    with pytest.raises(ValueError, match="no `lengths`"):
+        train(make_model(), pretraining_loss, LastTokenDataset(train_seqs, 16), config,
+              collate_windows)  # fmt: skip
