@@ -83,9 +83,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     # Batches of like-length examples (0: off; needs ``train_data.lengths``). The shuffled
     # examples are taken this many batches' worth at a time, sorted by length and cut into
-    # batches of at most batch_size x (mean example length) positions, pads included: a step
-    # holds about as many tokens as a random batch, with few pads where lengths vary (the
-    # demo's windows: 17 % of a random batch's positions are real tokens).
+    # batches of at most batch_size x (mean example length) tokens: a step holds about as
+    # many tokens as a random batch, with few pads where lengths vary (the demo's windows:
+    # 17 % of a random batch's positions are real tokens).
     length_grouping: int = 0
     progress: bool = True  # show a tqdm bar on rank 0
 
@@ -112,6 +112,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         eval_every=200,
         early_stopping_patience=3,
         checkpoint_every=200,
+        # Half the CPU time on the demo's windows at equal validation NDCG@10 (2026-01-05,
+        # seeds 0-3: 0.2361 / 0.2347 / 0.2349 / 0.2392 against 0.2344 / 0.2360 / 0.2359 / 0.2368).
+        length_grouping=16,
     ),
     "benchmark": TrainConfig(
         lr=1e-3,
@@ -228,18 +231,19 @@ def _length_grouped_batches(
     (a global batch is only cut once it holds at least world_size examples)."""
     rng = np.random.default_rng((seed, epoch))
     order = rng.permutation(len(lengths))
-    budget = global_batch * float(lengths.mean())  # padded positions a global batch may hold
+    budget = global_batch * float(lengths.mean())  # a random global batch's tokens, on average
     span = group * global_batch
     batches: list[list[int]] = []
     for start in range(0, len(order), span):
         chunk = order[start : start + span]
         batch: list[int] = []
+        tokens = 0
         for i in chunk[np.argsort(lengths[chunk], kind="stable")].tolist():
-            # Ascending lengths: the example joining is the batch's longest, its padded width.
-            if (len(batch) + 1) * lengths[i] > budget and len(batch) >= ctx.world_size:
+            if tokens + lengths[i] > budget and len(batch) >= ctx.world_size:
                 batches.append(batch)
-                batch = []
+                batch, tokens = [], 0
             batch.append(i)
+            tokens += int(lengths[i])
         if len(batch) >= ctx.world_size:
             batches.append(batch)
     return [batches[j][ctx.rank :: ctx.world_size] for j in rng.permutation(len(batches))]

@@ -192,13 +192,13 @@ def test_length_grouping_batches_like_lengths_and_covers_the_epoch_once() -> Non
     budget = 16 * lengths.mean()
     batches = _length_grouped_batches(lengths, context(0, 1), 16, 8, seed=3, epoch=0)
     assert sorted(i for b in batches for i in b) == list(range(len(windows)))  # each once
-    # No batch is wider than a random batch of 16 holds on average (one long window may be)
-    assert all(len(b) * lengths[b].max() <= budget or len(b) == 1 for b in batches)
+    # No batch holds more tokens than a random batch of 16 does on average (one window may)
+    assert all(lengths[b].sum() <= budget or len(b) == 1 for b in batches)
     padded = sum(len(b) * lengths[b].max() for b in batches)
     rng = np.random.default_rng(0)
     random_padded = sum(lengths[b].max() * len(b) for b in np.array_split(rng.permutation(
         len(windows)), len(windows) // 16))  # fmt: skip
-    assert lengths.sum() / padded > 0.9 > 0.7 > lengths.sum() / random_padded
+    assert lengths.sum() / padded > 0.85 > 0.7 > lengths.sum() / random_padded
     # The order replays from (seed, epoch) and changes with the epoch
     again = _length_grouped_batches(lengths, context(0, 1), 16, 8, seed=3, epoch=0)
     assert again == batches
