@@ -51,7 +51,14 @@ from pipelines.models.windows import (
     split_last_token,
 )
 from pipelines.schemas import ACTIONS
-from pipelines.training.loop import TRAIN_PRESETS, TrainConfig, TrainResult, seed_everything, train
+from pipelines.training.loop import (
+    TRAIN_PRESETS,
+    TrainConfig,
+    TrainResult,
+    epoch_batches,
+    seed_everything,
+    train,
+)
 
 NEUTRAL_ACTION = ACTIONS.index("watched")
 """Action of a token whose real action is unknown (and of every token when features are off)."""
@@ -483,8 +490,14 @@ class FoundationRecommender:
         model = self._build(split, model_config)
         train(model, pretraining_loss, data, probe, collate_windows, log_metrics=stamp)
         spent = time.process_time() - started
-        # Steady steps only: the first one pays one-off costs (allocations, lazy init).
+        # Steady steps only: the first one pays one-off costs (allocations, lazy init). A step
+        # costs about its padded positions (examples x longest), which vary from batch to
+        # batch under length grouping: scale the timed steps' cost to the epoch's mean batch.
+        positions = [len(b) * int(data.lengths[b].max()) for b in epoch_batches(data, probe, 0)]
         per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+        if len(positions) >= len(stamps):  # else the probe ran past epoch 0: every batch timed
+            timed = sum(positions[1 : len(stamps)]) / (len(stamps) - 1)
+            per_step *= float(np.mean(positions)) / timed
         # Validation passes and the calibration itself also spend the budget; keep 15% for them.
         budget = self.config.train_minutes * 60 * 0.85 - spent
         return max(int(budget / per_step), 1)

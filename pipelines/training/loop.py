@@ -249,6 +249,27 @@ def _length_grouped_batches(
     return [batches[j][ctx.rank :: ctx.world_size] for j in rng.permutation(len(batches))]
 
 
+def epoch_batches(
+    train_data: Dataset, config: TrainConfig, epoch: int, ctx: DistributedContext | None = None
+) -> list[list[int]]:
+    """The example indices of each of this rank's training batches in ``epoch``, in order: a
+    function of (config.seed, epoch) alone, so a resumed run replays it. ``ctx``: one process
+    when None."""
+    ctx = ctx or DistributedContext(0, 1, torch.device("cpu"), owns_group=False)
+    if not config.length_grouping:
+        local_batch = config.batch_size // ctx.world_size
+        return _epoch_batches(len(train_data), ctx, local_batch, config.seed, epoch, True, True)
+    lengths = getattr(train_data, "lengths", None)
+    if lengths is None:
+        raise ValueError(
+            f"length_grouping needs the example lengths: {type(train_data).__name__} has no "
+            "`lengths` array"
+        )
+    return _length_grouped_batches(
+        np.asarray(lengths), ctx, config.batch_size, config.length_grouping, config.seed, epoch
+    )
+
+
 def _loader(
     dataset: Dataset,
     batches: Sequence[list[int]],
@@ -388,22 +409,7 @@ def _train(
         raise ValueError(
             f"batch_size={config.batch_size} must divide evenly over {ctx.world_size} ranks"
         )
-    local_batch = config.batch_size // ctx.world_size
-    lengths = getattr(train_data, "lengths", None) if config.length_grouping else None
-    if config.length_grouping and lengths is None:
-        raise ValueError(
-            f"length_grouping needs the example lengths: {type(train_data).__name__} has no "
-            "`lengths` array"
-        )
-
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        if lengths is None:
-            return _epoch_batches(len(train_data), ctx, local_batch, config.seed, epoch, True, True)
-        return _length_grouped_batches(
-            np.asarray(lengths), ctx, config.batch_size, config.length_grouping, config.seed, epoch
-        )
-
-    steps_per_epoch = len(epoch_batches(0))
+    steps_per_epoch = len(epoch_batches(train_data, config, 0, ctx))
     if steps_per_epoch == 0:
         raise ValueError(
             f"{len(train_data)} training examples make no batch of {config.batch_size}: "
@@ -499,7 +505,7 @@ def _train(
     stopped_early = False
     try:
         while state.step < total_steps and not stopped_early:
-            batches = epoch_batches(state.epoch)[state.batch_in_epoch :]
+            batches = epoch_batches(train_data, config, state.epoch, ctx)[state.batch_in_epoch :]
             for batch in _iterate(train_data, batches, collate_fn, config, ctx):
                 with _autocast(ctx.device, config.amp):
                     loss, metrics = loss_fn(wrapped, batch)
