@@ -18,7 +18,7 @@ from pipelines.models.windows import (
     split_last_token,
 )
 from pipelines.training import TRAIN_PRESETS, TrainConfig, latest_checkpoint, train
-from pipelines.training.loop import DistributedContext, _length_grouped_batches, lr_factor
+from pipelines.training.loop import DistributedContext, epoch_batches, lr_factor
 
 N_TITLES = 20
 
@@ -181,30 +181,33 @@ def varied_sequences(n_users: int, seed: int = 0) -> UserSequences:
     return UserSequences(whole.user_ids, offsets, whole.tokens[:, keep])
 
 
-def context(rank: int, world_size: int) -> DistributedContext:
-    return DistributedContext(rank, world_size, torch.device("cpu"), owns_group=False)
+def grouped_batches(
+    windows: WindowDataset, epoch: int = 0, rank: int = 0, world_size: int = 1
+) -> list[list[int]]:
+    """Batches of 16 windows' worth of tokens, grouped 8 batches at a time, seed 3."""
+    config = TrainConfig(batch_size=16, length_grouping=8, seed=3)
+    ctx = DistributedContext(rank, world_size, torch.device("cpu"), owns_group=False)
+    return epoch_batches(windows, config, epoch, ctx)
 
 
 def test_length_grouping_batches_like_lengths_and_covers_the_epoch_once() -> None:
     windows = WindowDataset(varied_sequences(300), 16, 8)
     lengths = windows.lengths
     assert [windows[i].tokens.shape[1] for i in range(len(windows))] == lengths.tolist()
-    budget = 16 * lengths.mean()
-    batches = _length_grouped_batches(lengths, context(0, 1), 16, 8, seed=3, epoch=0)
+    batches = grouped_batches(windows)
     assert sorted(i for b in batches for i in b) == list(range(len(windows)))  # each once
     # No batch holds more tokens than a random batch of 16 does on average (one window may)
-    assert all(lengths[b].sum() <= budget or len(b) == 1 for b in batches)
+    assert all(lengths[b].sum() <= 16 * lengths.mean() or len(b) == 1 for b in batches)
     padded = sum(len(b) * lengths[b].max() for b in batches)
-    rng = np.random.default_rng(0)
-    random_padded = sum(lengths[b].max() * len(b) for b in np.array_split(rng.permutation(
-        len(windows)), len(windows) // 16))  # fmt: skip
+    random_order = np.random.default_rng(0).permutation(len(windows))
+    random_batches = np.array_split(random_order, len(windows) // 16)  # batches of 16
+    random_padded = sum(len(b) * lengths[b].max() for b in random_batches)
     assert lengths.sum() / padded > 0.85 > 0.7 > lengths.sum() / random_padded
     # The order replays from (seed, epoch) and changes with the epoch
-    again = _length_grouped_batches(lengths, context(0, 1), 16, 8, seed=3, epoch=0)
-    assert again == batches
-    assert _length_grouped_batches(lengths, context(0, 1), 16, 8, seed=3, epoch=1) != batches
+    assert grouped_batches(windows) == batches
+    assert grouped_batches(windows, epoch=1) != batches
     # Two ranks split each global batch; together they are the one-process batch
-    ranks = [_length_grouped_batches(lengths, context(r, 2), 16, 8, 3, 0) for r in (0, 1)]
+    ranks = [grouped_batches(windows, rank=r, world_size=2) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == len(batches)
     for a, b, whole in zip(*ranks, batches, strict=True):
         assert sorted(a + b) == sorted(whole) and len(a) - len(b) in (0, 1) and b
