@@ -5,9 +5,9 @@ Run: ``.venv/bin/python benchmarks/model_throughput.py --preset demo [--steps 10
 Achieved FLOP/s is put next to a 1024x1024 fp32 matmul measured in the same run, so the ratio
 says how much of the machine the model uses whatever the hardware. Training runs in rounds, each
 timing the matmul just before its steps, and the median round's ratio is the figure: on a shared
-machine one round can land on a busy second. Recommend latency is for one
-member (history 200, k=100) over a 2k and a 20k catalogue: uncached (the whole window every
-call) and with the KV cache (append one event, re-score). Inputs are random: speed does not
+machine one round can land on a busy second. Recommend latency is for one member (history 200,
+k=100) over a 2k and a 20k catalogue: uncached (the whole window every call) and with the KV
+cache (append one event, re-score). Inputs are random: speed does not
 depend on what the tokens are.
 """
 
