@@ -5,7 +5,9 @@ does for that partition) and scores it on the members' first new title on that d
 generator's oracle (and the oracle at the cut-off), then splits NDCG@10 by the kind of target:
 a title released that very day, the next episode of a series the member is in, the first
 episode of a series new to them, a film released in the week before, an older film. Settings
-that move the overall figure by less than the seed-to-seed spread are noise.
+that move the overall figure by less than the seed-to-seed spread are noise. ``--by-history
+KIND`` splits one kind's figure by the member's history length, ``--ensemble`` also scores the
+seeds' models averaged (if that beat its members, more data or regularisation would pay).
 
     .venv/bin/python -m pipelines.sources.synthetic --preset demo --seed 7 --bad-rate 0.002 \
         --landing-root /tmp/demo/landing
@@ -47,6 +49,8 @@ from pipelines.settings import Settings  # noqa: E402
 from pipelines.training.pretrain import pretrain_foundation  # noqa: E402
 
 KINDS = ("released that day", "next episode", "first episode", "film <= 7 days", "older film")
+HISTORY_EDGES = (1, 4, 8, 16, 32)
+"""Lower edges of the history-length buckets of ``--by-history`` (tokens before the day)."""
 
 
 def load_inputs(home: Path, day: dt.date) -> EvaluationInputs:
@@ -92,6 +96,37 @@ def target_kinds(inputs: EvaluationInputs, day: dt.date, split) -> np.ndarray:
     return kinds
 
 
+def by_history(gain: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> dict[str, float]:
+    """Mean of ``gain`` over the ``keep`` targets in each history-length bucket."""
+    out = {}
+    for lo, hi in zip(HISTORY_EDGES, (*HISTORY_EDGES[1:], None), strict=True):
+        inside = keep & (lengths >= lo) & (True if hi is None else lengths < hi)
+        label = f"{lo}+" if hi is None else f"{lo}-{hi - 1}"
+        out[f"{label} ({int(inside.sum())})"] = gain[inside].mean() if inside.any() else np.nan
+    return out
+
+
+class SeedEnsemble:
+    """The seeds' models as one recommender: the mean of their log-softmax over the titles each
+    offers. If it beats its members, they differ by variance more training data would remove."""
+
+    def __init__(self, models: list) -> None:
+        self.models = models
+        self.num_titles = models[0].num_titles
+
+    def eval(self) -> SeedEnsemble:
+        return self
+
+    def recommend(self, history, k, exclude_seen=True, request_times=None):
+        total = 0.0
+        for model in self.models:
+            ids, values = model.recommend(history, k, exclude_seen, request_times)
+            scores = torch.full((len(ids), self.num_titles), float("-inf"))
+            total = total + torch.log_softmax(scores.scatter_(1, ids, values), dim=1)
+        values, ids = torch.nan_to_num(total / len(self.models), nan=float("-inf")).topk(k, 1)
+        return ids, values
+
+
 def shifted_model(model, inputs: EvaluationInputs, day: dt.date, shift: float):
     """A copy of ``model`` whose title logits add ``shift`` to titles released on or after
     ``day`` (through the freshness table's 'not yet released / today' buckets is not enough:
@@ -121,6 +156,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--keep", type=Path, help="save each seed's model under KEEP/seed-N")
     parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also score the seeds' models together (mean log-softmax): is the gap variance?",
+    )
+    parser.add_argument(
+        "--by-history",
+        choices=KINDS,
+        help="also split this kind's NDCG@10 by the member's history length (tokens before "
+        "the day): where does the model fall behind the oracles?",
+    )
+    parser.add_argument(
         "--new-title-shift",
         type=float,
         action="append",
@@ -132,7 +178,7 @@ def main() -> int:
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
     train_overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.train_set)}
     inputs = load_inputs(args.home, args.day)
-    rows = {}
+    rows, split_rows, models = {}, {}, []
     for seed in args.seed or [0]:
         started = time.process_time()
         with tempfile.TemporaryDirectory() as scratch:
@@ -150,6 +196,7 @@ def main() -> int:
                 train_overrides=train_overrides,
             )
         cpu = time.process_time() - started
+        models.append(result.model)
         version = RegisteredVersion("validation", result.model, inputs.tokenizer, {})
         config = DayEvaluationConfig(als=False, sasrec=False)
         evaluation = evaluate_day(inputs, version, args.day, config)
@@ -173,10 +220,24 @@ def main() -> int:
                 row.update({"steps": result.train.steps, "CPU s": round(cpu)})
                 name = f"foundation seed {seed}"
             rows[name] = row
+            if args.by_history:
+                chosen = kinds == KINDS.index(args.by_history)
+                split_rows[name] = by_history(gain, ranked.history_length, chosen)
         counts = {k: int((kinds == i).sum()) for i, k in enumerate(KINDS)}
+    if args.ensemble and len(models) > 1:
+        together = replace(version, model=SeedEnsemble(models))
+        again = evaluate_day(inputs, together, args.day, replace(config, oracle=False))
+        gain = ndcg_at(again.ranked["foundation"].ranks[:, 0], 10)
+        row = {"NDCG@10": gain.mean()}
+        row.update({k: gain[kinds == i].mean() for i, k in enumerate(KINDS)})
+        rows[f"ensemble of {len(models)} seeds"] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     print(f"\n{args.day}: overrides {overrides} {train_overrides}; targets by kind {counts}")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    if split_rows:
+        print(f"\nNDCG@10 on '{args.by_history}' targets by history length (targets):")
+        split = pd.DataFrame.from_dict(split_rows, orient="index")
+        print(split.to_string(float_format=lambda v: f"{v:.4f}"))
     if "oracle" in rows:
         for name in rows:
             if name.startswith("foundation"):
