@@ -703,6 +703,9 @@ class FoundationModel(PreTrainedModel):
         valid = batch.targets != PAD_INDEX  # (B, T)
         if not bool(valid.any()):
             raise ValueError("the batch has no targets (every target is PAD_INDEX)")
+        if self.config.skip_repeat_targets:
+            new = valid & ~repeated_targets(batch.titles, batch.mask, batch.targets)
+            valid = new if bool(new.any()) else valid
         h_valid = h[valid]  # (M, D)
         target = batch.targets[valid]  # (M,)
         times = batch.target_times
@@ -1042,6 +1045,16 @@ class FoundationModel(PreTrainedModel):
             cache.title_bias,
             when,
         )
+
+
+def repeated_targets(
+    titles: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """(B, T) bool: position t's target is a title among the real tokens at 0..t."""
+    T = titles.shape[1]
+    t = torch.arange(T, device=titles.device)
+    earlier = (t[None, :] <= t[:, None])[None] & mask[:, None, :]  # (B, T, T): j <= t, real
+    return ((titles[:, None, :] == targets[:, :, None]) & earlier).any(dim=2)
 
 
 def title_successor(series: torch.Tensor, position: torch.Tensor) -> torch.Tensor:

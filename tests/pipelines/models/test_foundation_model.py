@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -357,3 +358,26 @@ def test_metadata_loss_is_reported_and_trains_the_metadata_path_without_id_dropo
     # Every title is trained and none is dropped, yet the metadata projection learns.
     assert model.metadata_proj[-1].weight.grad.abs().sum() > 0
     assert "metadata_loss" not in make_model()(batch).metrics()
+
+
+def test_targets_already_in_the_window_are_not_trained_on() -> None:
+    # Row 0: 3 5 3 7 5; its targets 5 3 7 5: the 3 at t=1 and the 5 at t=3 are repeats. Row 1 is
+    # all repeats of one title: a batch of repeats alone would keep them, this one does not.
+    batch = random_batch(torch.Generator().manual_seed(3), [5, 4], 6)
+    titles = torch.tensor([[3, 5, 3, 7, 5, PAD_INDEX], [9, 9, 9, 9, PAD_INDEX, PAD_INDEX]])
+    targets = torch.tensor([[5, 3, 7, 5, PAD_INDEX, PAD_INDEX], [9, 9, 9] + [PAD_INDEX] * 3])
+    batch = replace(batch, titles=titles, targets=targets)
+    repeated = foundation_module.repeated_targets(batch.titles, batch.mask, batch.targets)
+    assert repeated[0].tolist() == [False, True, False, True, False, False]
+    assert repeated[1, :3].all()
+
+    # Skipping them is training on the batch with those targets removed, loss and gradients.
+    skipping = make_model(seed=4).eval()
+    assert skipping.config.skip_repeat_targets  # on for every model built from a preset
+    plain = make_model(seed=4, skip_repeat_targets=False).eval()
+    removed = replace(batch, targets=torch.where(repeated, PAD_INDEX, batch.targets))
+    assert torch.allclose(skipping(batch).loss, plain(removed).loss, atol=1e-6)
+    assert not torch.allclose(plain(batch).loss, plain(removed).loss, atol=1e-3)
+
+    only_repeats = replace(batch, targets=torch.where(repeated, batch.targets, PAD_INDEX))
+    assert torch.allclose(skipping(only_repeats).loss, plain(only_repeats).loss, atol=1e-6)
