@@ -68,7 +68,11 @@ def test_age_buckets_are_log2_days_with_unreleased_first_and_old_titles_at_zero(
 
 def test_a_title_released_after_training_is_recommended_while_new() -> None:
     torch.manual_seed(0)
-    config = FoundationConfig.from_preset("tiny", num_titles=N_OLD + N_NEW, num_genres=1)
+    # These members rewatch old titles (and are served with exclude_seen=False), so repeats
+    # are targets here.
+    config = FoundationConfig.from_preset(
+        "tiny", num_titles=N_OLD + N_NEW, num_genres=1, skip_repeat_targets=False
+    )
     model = FoundationModel(config)
     released = [-3000] * N_OLD + list(range(N_NEW))
     model.set_title_metadata(
