@@ -140,6 +140,9 @@ class FoundationConfig(PretrainedConfig):
     # it has no interactions for on every target, not only on the young titles id dropout hides.
     # Costs a second (targets x titles) softmax per step. 0: off.
     metadata_loss_weight: float = 0.0
+    # Label smoothing of every next-title cross-entropy (next title, multi-token, metadata):
+    # this share of each target's mass goes evenly to the titles its row scores. 0: off.
+    label_smoothing: float = 0.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.d_model % self.n_heads:
@@ -161,6 +164,8 @@ class FoundationConfig(PretrainedConfig):
             raise ValueError(f"cold_title_rate must be in [0, 1), got {self.cold_title_rate}")
         if not 0 < self.id_gate_init < 1:
             raise ValueError(f"id_gate_init must be in (0, 1), got {self.id_gate_init}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.num_series < 0:
             raise ValueError(f"num_series must be >= 0, got {self.num_series}")
         if not 0 < self.window_stride <= self.max_len:

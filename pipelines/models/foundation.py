@@ -810,6 +810,7 @@ class FoundationModel(PreTrainedModel):
         its raw logit, so the loss estimates the full-softmax loss itself, not a shifted one.
         """
         S = self.config.num_sampled_negatives
+        smoothing = self.config.label_smoothing
         if S == 0:
             # In row chunks of LOSS_CHUNK_ELEMENTS logits: one (M, N) block is tens of MB, which
             # the allocator maps afresh for each of the softmax's passes and no cache holds.
@@ -827,7 +828,7 @@ class FoundationModel(PreTrainedModel):
                     warm,
                     _part(blocked, part),
                 )
-                total = total + F.cross_entropy(logits, target[part], reduction="sum")
+                total = total + smoothed_cross_entropy(logits, target[part], smoothing).sum()
             return total / len(target)
         bias = self.title_bias() if bias is None else bias
         negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
@@ -849,7 +850,7 @@ class FoundationModel(PreTrainedModel):
         if blocked is not None:
             negative = negative.masked_fill(blocked[:, negatives], float("-inf"))
         logits = torch.cat([positive[:, None], negative], dim=1)  # (M, 1 + S)
-        return F.cross_entropy(logits, torch.zeros_like(target))
+        return smoothed_cross_entropy(logits, torch.zeros_like(target), smoothing).mean()
 
     # ----------------------------------------------------------------------------- inference
 
@@ -1072,6 +1073,26 @@ def title_successor(series: torch.Tensor, position: torch.Tensor) -> torch.Tenso
     linked = (series[current] == series[following]) & (position[current] < position[following])
     successor[current[linked]] = following[linked]
     return successor
+
+
+def smoothed_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
+    """(M,) cross-entropy of ``target`` under ``logits`` (M, N), with label smoothing: a
+    share ``smoothing`` of each row's target mass spread evenly over the titles the row can
+    score. Titles at -inf (blocked, or a sampled negative equal to the target) are outside the
+    row's softmax and get none of it; ``F.cross_entropy``'s own smoothing would give them
+    some, an infinite loss."""
+    log_p = torch.log_softmax(logits, dim=1)
+    nll = -log_p.gather(1, target[:, None])[:, 0]
+    if smoothing == 0:
+        return nll
+    scored = torch.isfinite(logits)
+    if bool(scored.all()):
+        uniform = -log_p.mean(dim=1)
+    else:
+        uniform = -log_p.masked_fill(~scored, 0.0).sum(dim=1) / scored.sum(dim=1)
+    return (1.0 - smoothing) * nll + smoothing * uniform
 
 
 def _part(rows: torch.Tensor | None, part: slice) -> torch.Tensor | None:

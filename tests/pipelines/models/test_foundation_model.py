@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipelines.models import FoundationConfig, FoundationModel, SequenceBatch
 from pipelines.models import foundation as foundation_module
@@ -180,6 +181,36 @@ def test_full_softmax_loss_in_row_chunks_equals_one_block(monkeypatch: pytest.Mo
     assert {"freshness_bias", "continuation_bias", "title_id_bias"} <= whole_grads.keys()
     for name, grad in whole_grads.items():
         assert torch.allclose(grad, chunked_grads[name], atol=1e-6), name
+
+
+def test_label_smoothing_spreads_mass_over_the_titles_a_row_scores() -> None:
+    logits = torch.tensor([[2.0, 0.0, float("-inf"), -1.0], [0.5, 0.5, 0.5, 0.5]])
+    target = torch.tensor([0, 3])
+    plain = foundation_module.smoothed_cross_entropy(logits, target)
+    assert torch.allclose(plain, F.cross_entropy(logits, target, reduction="none"))
+    log_p = torch.log_softmax(logits, dim=1)
+    # Row 0 scores three titles: the blocked one gets no mass (F.cross_entropy's would be inf).
+    expected = 0.9 * plain + 0.1 * torch.stack([-log_p[0, [0, 1, 3]].mean(), -log_p[1].mean()])
+    smoothed = foundation_module.smoothed_cross_entropy(logits, target, 0.1)
+    assert torch.allclose(smoothed, expected)
+    every_title = foundation_module.smoothed_cross_entropy(logits[1:], target[1:], 0.1)
+    assert torch.allclose(every_title, expected[1:])  # no title blocked: the plain mean
+
+    # In the model the loss is linear in the smoothing, with blocked titles (train_servable_only)
+    # and id dropout drawn alike in each run; sampled softmax masks accidental hits at -inf.
+    batch = random_batch(torch.Generator().manual_seed(9), [16, 16, 11], 16)
+    losses = []
+    for smoothing in (0.0, 0.1, 0.2):
+        model = make_model(seed=2, train_servable_only=True, label_smoothing=smoothing).train()
+        with torch.no_grad():
+            model.final_norm.weight.mul_(30.0)  # logits far from uniform, as after training
+        torch.manual_seed(1)
+        losses.append(model(batch).next_title_loss)
+    assert torch.isfinite(torch.stack(losses)).all()
+    assert not torch.allclose(losses[0], losses[1], atol=1e-3)
+    assert torch.allclose(losses[2] - losses[0], 2 * (losses[1] - losses[0]), atol=1e-5)
+    sampled = make_model(num_sampled_negatives=8, label_smoothing=0.1).train()
+    assert torch.isfinite(sampled(batch).loss)
 
 
 def test_eval_mode_scores_the_full_catalogue_and_reports_hit_rates() -> None:
