@@ -850,7 +850,7 @@ class FoundationModel(PreTrainedModel):
         if blocked is not None:
             negative = negative.masked_fill(blocked[:, negatives], float("-inf"))
         logits = torch.cat([positive[:, None], negative], dim=1)  # (M, 1 + S)
-        return smoothed_cross_entropy(logits, torch.zeros_like(target), smoothing).mean()
+        return F.cross_entropy(logits, torch.zeros_like(target))
 
     # ----------------------------------------------------------------------------- inference
 
@@ -1080,9 +1080,8 @@ def smoothed_cross_entropy(
 ) -> torch.Tensor:
     """(M,) cross-entropy of ``target`` under ``logits`` (M, N), with label smoothing: a
     share ``smoothing`` of each row's target mass spread evenly over the titles the row can
-    score. Titles at -inf (blocked, or a sampled negative equal to the target) are outside the
-    row's softmax and get none of it; ``F.cross_entropy``'s own smoothing would give them
-    some, an infinite loss."""
+    score. Titles at -inf (blocked) are outside the row's softmax and get none of it;
+    ``F.cross_entropy``'s own smoothing would give them some, an infinite loss."""
     log_p = torch.log_softmax(logits, dim=1)
     nll = -log_p.gather(1, target[:, None])[:, 0]
     if smoothing == 0:
