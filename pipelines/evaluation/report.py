@@ -187,11 +187,22 @@ def bars_markdown(bars: pd.DataFrame) -> str:
 def _bars_for_display(bars: pd.DataFrame) -> pd.DataFrame:
     shown = bars.copy()
     shown["ratio"] = [
-        "–" if np.isnan(r) else ("inf" if np.isinf(r) else f"{r:.3f}") for r in bars["ratio"]
+        "–" if np.isnan(r) else ("inf" if np.isinf(r) else ratio_text(r, t, 3))
+        for r, t in zip(bars["ratio"], bars["threshold"], strict=True)
     ]
     shown["threshold"] = [f">= {t:g}" for t in bars["threshold"]]
     shown["passed"] = [{True: "pass", False: "FAIL"}.get(p, "n/a") for p in bars["passed"]]
     return shown.rename(columns={"passed": "result"})
+
+
+def ratio_text(ratio: float, threshold: float, digits: int) -> str:
+    """``ratio`` to ``digits`` decimals, or more where rounding would put it on the other side
+    of ``threshold``: 0.79987 against 0.8 reads 0.7999, never a failing 0.800."""
+    text = f"{ratio:.{digits}f}"
+    while (float(text) >= threshold) != (ratio >= threshold) and digits < 8:
+        digits += 1
+        text = f"{ratio:.{digits}f}"
+    return text
 
 
 def _bucket_labels(edges: Sequence[float], unit: str) -> list[str]:
@@ -317,10 +328,9 @@ def _plot_bars(bars: pd.DataFrame, path: Path) -> Path:
     colours = ["tab:green" if p else "tab:red" for p in bars["passed"]]
     ax.bar(x, shown, color=colours, label="measured ratio (green: pass)")
     ax.scatter(x, bars["threshold"], marker="_", s=900, color="black", label="bar", zorder=3)
-    for i, ratio in enumerate(ratios):
-        ax.annotate(
-            "n/a" if np.isnan(ratio) else f"{ratio:.2f}", (i, shown[i]), ha="center", va="bottom"
-        )
+    for i, (ratio, threshold) in enumerate(zip(ratios, bars["threshold"], strict=True)):
+        text = "n/a" if np.isnan(ratio) else ratio_text(ratio, threshold, 2)
+        ax.annotate(text, (i, shown[i]), ha="center", va="bottom")
     ax.set_xticks(x, [str(name).replace("_vs_", "\nvs ") for name in bars.index], fontsize=8)
     ax.set_ylabel("model metric / reference metric")
     ax.set_title("Quality bars")

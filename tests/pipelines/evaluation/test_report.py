@@ -17,6 +17,7 @@ from pipelines.evaluation.report import (
     metrics_table,
     paired_differences,
     quality_bars,
+    ratio_text,
     recall_by_title_age,
     write_report,
 )
@@ -129,6 +130,23 @@ def test_quality_bars_divide_by_the_reference_and_say_pass_or_fail(tmp_path: Pat
         in markdown
     )
     assert "Quality bars" in paths.html.read_text()
+
+
+def test_a_ratio_just_under_its_bar_never_reads_as_reaching_it():
+    # The demo's test day once gave 0.2558 / 0.3198 = 0.79987: "0.800 ... FAIL" reads wrong.
+    table = metrics_table(
+        {
+            "foundation": {"ndcg_at_10": 0.2558, "cold_start_recall_at_50": 0.4},
+            "oracle": {"ndcg_at_10": 0.3198, "cold_start_recall_at_50": 0.9},
+            "most_popular": {"ndcg_at_10": 0.1, "cold_start_recall_at_50": 0.0},
+            "most_popular_new": {"ndcg_at_10": 0.01, "cold_start_recall_at_50": 0.2},
+        }
+    )
+    markdown = bars_markdown(quality_bars(table, "foundation"))
+    assert "| 0.7999 | >= 0.8 | FAIL |" in markdown
+    assert "| 2.558 | >= 2 | pass |" in markdown  # clear of its bar: three decimals
+    assert ratio_text(0.79987, 0.8, 2) == "0.7999" and ratio_text(0.75, 0.8, 2) == "0.75"
+    assert ratio_text(2.0004, 2.0, 3) == "2.000"  # rounds onto the bar from above: still pass
 
 
 def test_the_bar_against_the_oracle_also_reports_the_knowable_oracles():
