@@ -828,7 +828,10 @@ class FoundationModel(PreTrainedModel):
                     warm,
                     _part(blocked, part),
                 )
-                total = total + smoothed_cross_entropy(logits, target[part], smoothing).sum()
+                scored = None if blocked is None else ~blocked[part]
+                total = (
+                    total + smoothed_cross_entropy(logits, target[part], smoothing, scored).sum()
+                )
             return total / len(target)
         bias = self.title_bias() if bias is None else bias
         negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
@@ -1076,21 +1079,21 @@ def title_successor(series: torch.Tensor, position: torch.Tensor) -> torch.Tenso
 
 
 def smoothed_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float = 0.0,
+    scored: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(M,) cross-entropy of ``target`` under ``logits`` (M, N), with label smoothing: a
-    share ``smoothing`` of each row's target mass spread evenly over the titles the row can
-    score. Titles at -inf (blocked) are outside the row's softmax and get none of it;
-    ``F.cross_entropy``'s own smoothing would give them some, an infinite loss."""
+    share ``smoothing`` of each row's target mass spread evenly over the titles the row
+    scores, ``scored`` (M, N) bool (None: every title). A title left out of the row's softmax
+    (at -inf) gets none of it; ``F.cross_entropy``'s own smoothing would give it some, and an
+    infinite loss."""
+    if scored is None or smoothing == 0:  # PyTorch's smoothing is over every title (faster)
+        return F.cross_entropy(logits, target, reduction="none", label_smoothing=smoothing)
     log_p = torch.log_softmax(logits, dim=1)
     nll = -log_p.gather(1, target[:, None])[:, 0]
-    if smoothing == 0:
-        return nll
-    scored = torch.isfinite(logits)
-    if bool(scored.all()):
-        uniform = -log_p.mean(dim=1)
-    else:
-        uniform = -log_p.masked_fill(~scored, 0.0).sum(dim=1) / scored.sum(dim=1)
+    uniform = -log_p.masked_fill(~scored, 0.0).sum(dim=1) / scored.sum(dim=1)
     return (1.0 - smoothing) * nll + smoothing * uniform
 
 

@@ -191,7 +191,8 @@ def test_label_smoothing_spreads_mass_over_the_titles_a_row_scores() -> None:
     log_p = torch.log_softmax(logits, dim=1)
     # Row 0 scores three titles: the blocked one gets no mass (F.cross_entropy's would be inf).
     expected = 0.9 * plain + 0.1 * torch.stack([-log_p[0, [0, 1, 3]].mean(), -log_p[1].mean()])
-    smoothed = foundation_module.smoothed_cross_entropy(logits, target, 0.1)
+    scored = torch.isfinite(logits)
+    smoothed = foundation_module.smoothed_cross_entropy(logits, target, 0.1, scored)
     assert torch.allclose(smoothed, expected)
     every_title = foundation_module.smoothed_cross_entropy(logits[1:], target[1:], 0.1)
     assert torch.allclose(every_title, expected[1:])  # no title blocked: the plain mean
