@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.evaluation.metrics import RankedTargets
@@ -105,14 +106,19 @@ def test_log_report_needs_a_run(tmp_path: Path):
         log_report(tmp_path / "report")
 
 
+def ndcg_and_cold_start(**models: tuple[float, float]) -> pd.DataFrame:
+    """A metrics table of NDCG@10 and cold-start recall@50 per model."""
+    return metrics_table(
+        {name: {"ndcg_at_10": n, "cold_start_recall_at_50": c} for name, (n, c) in models.items()}
+    )
+
+
 def test_quality_bars_divide_by_the_reference_and_say_pass_or_fail(tmp_path: Path):
-    table = metrics_table(
-        {
-            "foundation": {"ndcg_at_10": 0.30, "cold_start_recall_at_50": 0.40},
-            "oracle": {"ndcg_at_10": 0.40, "cold_start_recall_at_50": 0.9},
-            "most_popular": {"ndcg_at_10": 0.10, "cold_start_recall_at_50": 0.0},
-            "most_popular_new": {"ndcg_at_10": 0.09, "cold_start_recall_at_50": 0.25},
-        }
+    table = ndcg_and_cold_start(
+        foundation=(0.30, 0.40),
+        oracle=(0.40, 0.9),
+        most_popular=(0.10, 0.0),
+        most_popular_new=(0.09, 0.25),
     )
     bars = quality_bars(table, "foundation")
     assert bars.loc["ndcg_at_10_vs_oracle", "ratio"] == pytest.approx(0.75)
@@ -134,13 +140,11 @@ def test_quality_bars_divide_by_the_reference_and_say_pass_or_fail(tmp_path: Pat
 
 def test_a_ratio_just_under_its_bar_never_reads_as_reaching_it():
     # The demo's test day once gave 0.2558 / 0.3198 = 0.79987: "0.800 ... FAIL" reads wrong.
-    table = metrics_table(
-        {
-            "foundation": {"ndcg_at_10": 0.2558, "cold_start_recall_at_50": 0.4},
-            "oracle": {"ndcg_at_10": 0.3198, "cold_start_recall_at_50": 0.9},
-            "most_popular": {"ndcg_at_10": 0.1, "cold_start_recall_at_50": 0.0},
-            "most_popular_new": {"ndcg_at_10": 0.01, "cold_start_recall_at_50": 0.2},
-        }
+    table = ndcg_and_cold_start(
+        foundation=(0.2558, 0.4),
+        oracle=(0.3198, 0.9),
+        most_popular=(0.1, 0.0),
+        most_popular_new=(0.01, 0.2),
     )
     markdown = bars_markdown(quality_bars(table, "foundation"))
     assert "| 0.7999 | >= 0.8 | FAIL |" in markdown
@@ -184,13 +188,11 @@ def test_quality_bars_without_the_oracle_are_undefined_not_zero():
 def test_a_bar_the_oracle_itself_misses_says_it_is_out_of_reach():
     # 126 new titles: putting them first in random order has recall@50 ~ 50/126 = 0.4; the
     # oracle, ranking them among the whole catalogue, reaches 0.75 = 1.9 x that, under 2 x.
-    table = metrics_table(
-        {
-            "foundation": {"ndcg_at_10": 0.30, "cold_start_recall_at_50": 0.45},
-            "oracle": {"ndcg_at_10": 0.40, "cold_start_recall_at_50": 0.75},
-            "most_popular": {"ndcg_at_10": 0.10, "cold_start_recall_at_50": 0.0},
-            "most_popular_new": {"ndcg_at_10": 0.01, "cold_start_recall_at_50": 0.40},
-        }
+    table = ndcg_and_cold_start(
+        foundation=(0.30, 0.45),
+        oracle=(0.40, 0.75),
+        most_popular=(0.10, 0.0),
+        most_popular_new=(0.01, 0.40),
     )
     bars = quality_bars(table, "foundation")
     cold = bars.loc["cold_start_recall_at_50_vs_most_popular_new"]
