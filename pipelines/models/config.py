@@ -143,9 +143,10 @@ class FoundationConfig(PretrainedConfig):
     # Label smoothing of every next-title cross-entropy (next title, multi-token, metadata):
     # this share of each target's mass goes evenly to the titles its row scores. At 0.1, on
     # the demo's validation days, seeds 0-3: NDCG@10 +0.0010 / +0.0000 / +0.0023 on 2026-01-04
-    # / 05 / 06 (9 of 12 pairs up, 2 down); ml-100k validation, seed 2: -0.0008 / +0.0021 /
-    # +0.0022 for the three screened presets. 0: off. New models get 0.1 (NEW_MODEL_DEFAULTS)
-    # unless they use a sampled softmax, which it does not apply to.
+    # / 05 / 06 (9 of 12 pairs up, 2 down); ml-100k validation, seed 2: -0.0008 / +0.0021
+    # for the presets "cpu" / "cpu-b64" (noise: an unchanged preset moved 0.0022 between two
+    # budgeted runs). 0: off. New models get 0.1 (NEW_MODEL_DEFAULTS) unless they use a
+    # sampled softmax, which it does not apply to.
     label_smoothing: float = 0.0
 
     def __post_init__(self, **kwargs: Any) -> None:

@@ -800,7 +800,8 @@ class FoundationModel(PreTrainedModel):
         """Cross-entropy of ``target`` (M,) given queries (M, D) over title embeddings (N, D),
         with the title bias ``bias`` (N,) when enabled, the freshness bias at ``request_times``
         (M,) when given and the continue-watching bonus on ``continuing`` (M, N) when given;
-        ``blocked`` (M, N) titles are left out of each row's softmax.
+        ``blocked`` (M, N) titles are left out of each row's softmax. The full softmax applies
+        ``label_smoothing`` over the titles each row scores.
 
         Full softmax, or with ``num_sampled_negatives`` S > 0 a sampled softmax: S shared
         negatives drawn from q = exp(title_log_q), each negative logit corrected by -log(S q)
@@ -1086,9 +1087,9 @@ def smoothed_cross_entropy(
 ) -> torch.Tensor:
     """(M,) cross-entropy of ``target`` under ``logits`` (M, N), with label smoothing: a
     share ``smoothing`` of each row's target mass spread evenly over the titles the row
-    scores, ``scored`` (M, N) bool (None: every title). A title left out of the row's softmax
-    (at -inf) gets none of it; ``F.cross_entropy``'s own smoothing would give it some, and an
-    infinite loss."""
+    scores, ``scored`` (M, N) bool (None: every title). Pass ``scored`` whenever titles are
+    left out of a row's softmax (at -inf): they get none of the mass, where PyTorch's own
+    smoothing (``scored`` None) would give them some, and an infinite loss."""
     if scored is None or smoothing == 0:  # PyTorch's smoothing is over every title (faster)
         return F.cross_entropy(logits, target, reduction="none", label_smoothing=smoothing)
     log_p = torch.log_softmax(logits, dim=1)
