@@ -75,6 +75,17 @@ LOSS_CHUNK_ELEMENTS = 1 << 18
 # ---------------------------------------------------------------------------------------------
 
 
+def dropped_keys_mask(
+    batch: int, heads: int, length: int, rate: float, device: torch.device
+) -> torch.Tensor:
+    """(B, H, T, T) boolean attention mask for DropKey: causal, with each earlier key hidden
+    from each query independently with probability ``rate``; a token always sees itself, so
+    no row of the softmax is empty."""
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    kept = torch.rand(batch, heads, length, length, device=device) >= rate
+    return (kept & causal) | torch.eye(length, dtype=torch.bool, device=device)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention; with a cache, one new token per row at its own slot."""
 
@@ -82,6 +93,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_heads = config.n_heads
         self.dropout = config.active_attention_dropout
+        self.drop_keys = config.drop_keys
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -103,7 +115,10 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
         k = k.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
         v = v.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, T, Dh)
-        if cache is None:
+        if cache is None and self.training and self.drop_keys and self.dropout > 0:
+            mask = dropped_keys_mask(B, self.n_heads, T, self.dropout, x.device)  # (B, H, T, T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
+        elif cache is None:
             # Right padding means no real token ever sees a pad, so causal masking is enough.
             y = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0

@@ -417,3 +417,43 @@ def test_targets_already_in_the_window_are_not_trained_on() -> None:
 
     only_repeats = replace(batch, targets=torch.where(repeated, batch.targets, PAD_INDEX))
     assert torch.allclose(skipping(only_repeats).loss, plain(only_repeats).loss, atol=1e-6)
+
+
+def test_drop_keys_hides_each_earlier_key_at_the_rate_and_never_a_tokens_own() -> None:
+    torch.manual_seed(0)
+    T = 40
+    mask = foundation_module.dropped_keys_mask(64, 2, T, 0.25, torch.device("cpu"))
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    earlier = causal & ~torch.eye(T, dtype=torch.bool)
+    assert mask.shape == (64, 2, T, T)
+    assert not (mask & ~causal).any()  # never a later key
+    assert mask.diagonal(dim1=-2, dim2=-1).all()  # always the token itself: no empty softmax
+    hidden = (~mask[:, :, earlier]).float().mean().item()  # 99,840 earlier (query, key) pairs
+    assert abs(hidden - 0.25) < 0.01
+    assert (mask[:, 0] != mask[:, 1]).any()  # heads draw their own keys
+
+
+def test_drop_keys_renormalises_over_the_kept_keys_in_training_only() -> None:
+    # Attention dropout at 0.5 as hidden keys; every other dropout of the tiny preset is 0.
+    config = FoundationConfig.from_preset(
+        "tiny", num_titles=N_TITLES, num_genres=N_GENRES, drop_keys=True, attention_dropout=0.5
+    )
+    torch.manual_seed(5)
+    attention = foundation_module.CausalSelfAttention(config)
+    x = torch.randn(3, 10, config.d_model)
+    evaluated = attention.eval()(x)[0]
+    torch.manual_seed(1)
+    trained = attention.train()(x)[0]
+
+    # By hand: softmax over the keys the mask kept, no rescaling, then the output projection.
+    torch.manual_seed(1)
+    mask = foundation_module.dropped_keys_mask(3, config.n_heads, 10, 0.5, torch.device("cpu"))
+    q, k, v = (
+        part.view(3, 10, config.n_heads, config.head_dim).transpose(1, 2)
+        for part in attention.qkv(x).split(config.d_model, dim=2)
+    )
+    scores = (q @ k.transpose(-1, -2) / config.head_dim**0.5).masked_fill(~mask, float("-inf"))
+    by_hand = attention.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(3, 10, -1))
+    torch.testing.assert_close(trained, by_hand, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(trained, evaluated, atol=1e-3)  # keys were hidden in training
+    torch.testing.assert_close(trained[:, 0], evaluated[:, 0])  # the first token sees only itself
