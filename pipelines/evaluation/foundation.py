@@ -153,7 +153,8 @@ class FoundationFitConfig:
     train_preset: str = "demo"  # TrainConfig preset (pipelines.training.loop.TRAIN_PRESETS)
     train_overrides: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields
     # CPU-time budget (time.process_time, all of this process's threads summed): sets
-    # max_steps from timed steps, so a loaded machine slows the run but does not shorten it.
+    # max_steps from timed steps and caps the run at the budget (TrainConfig.max_cpu_seconds),
+    # so other load costs the run wall time, and steps only where it makes each step dearer.
     train_minutes: float | None = None
     calibration_steps: int = 6  # steps timed on a throwaway copy to turn minutes into steps
     # With train_minutes: validate this many times over the budget (eval_every = steps / it),
@@ -388,8 +389,14 @@ class FoundationRecommender:
         data = WindowDataset(train_seqs, model_config.max_len, model_config.window_stride)
         val_data = RankedValidation(val_seqs, model_config.max_len, val_seen, split.n_items)
         if self.config.train_minutes is not None:
+            budget_started = time.process_time()
             steps = self._steps_for_budget(split, model_config, train_config, data)
-            train_config = replace(train_config, max_steps=steps, max_epochs=None)
+            # The steps the calibration predicts set the schedule; the CPU left in the budget
+            # caps the run, so a step made dearer by other load never overspends it.
+            left = self.config.train_minutes * 60 - (time.process_time() - budget_started)
+            train_config = replace(
+                train_config, max_steps=steps, max_epochs=None, max_cpu_seconds=max(left, 1.0)
+            )
             if self.config.validations_per_run > 0:
                 every = max(steps // self.config.validations_per_run, 1)
                 train_config = replace(train_config, eval_every=every)

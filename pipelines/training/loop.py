@@ -19,6 +19,7 @@ import contextlib
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,13 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
     max_steps: int | None = None  # optimizer steps; None: max_epochs full epochs
     max_epochs: int | None = 1  # used when max_steps is None
+    # A CPU-time cap in seconds (time.process_time: this process, all threads): the run ends
+    # after the step that reaches it, wherever the schedule is, and then validates and restores
+    # the best weights as at any end. For benchmarks that give each model the same CPU minutes
+    # on a shared machine, where a step's cost moves with the load; where such a run stops
+    # depends on the machine, so a resumed run need not stop where an unbroken one would. One
+    # process only (DDP ranks would stop at different steps). None: no cap.
+    max_cpu_seconds: float | None = None
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     batch_size: int = 64  # GLOBAL batch size: divided evenly over DDP ranks
     seed: int = 0  # seeds the data order and, per rank, every RNG (dropout, sampling)
@@ -94,6 +102,8 @@ class TrainConfig:
             raise ValueError("set max_steps or max_epochs")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.max_cpu_seconds is not None and self.max_cpu_seconds <= 0:
+            raise ValueError(f"max_cpu_seconds must be > 0, got {self.max_cpu_seconds}")
         if self.length_grouping < 0:
             raise ValueError(f"length_grouping must be >= 0, got {self.length_grouping}")
         if self.early_stopping_mode not in ("min", "max"):
@@ -139,6 +149,7 @@ class TrainResult:
     best_step: int | None  # step of best_metric
     stopped_early: bool  # early stopping ended the run
     checkpoint: Path | None  # the final checkpoint, when checkpoint_dir was given
+    out_of_cpu: bool = False  # max_cpu_seconds ended the run before max_steps
 
 
 @dataclass(frozen=True)
@@ -418,6 +429,11 @@ def _train(
     total_steps = config.max_steps or steps_per_epoch * (config.max_epochs or 1)
     if val_data is None and config.early_stopping_patience:
         raise ValueError("early stopping needs val_data")
+    if config.max_cpu_seconds is not None and ctx.world_size > 1:
+        raise ValueError(
+            "max_cpu_seconds caps one process's CPU time: DDP ranks would stop at different "
+            "steps; cap the run with max_steps instead"
+        )
 
     seed_everything(config.seed + ctx.rank)
     model.to(ctx.device).train()
@@ -502,9 +518,10 @@ def _train(
         disable=not (config.progress and ctx.is_main),
     )
     train_metrics: dict[str, float] = {}
-    stopped_early = False
+    stopped_early = out_of_cpu = False
+    cpu_started = time.process_time()
     try:
-        while state.step < total_steps and not stopped_early:
+        while state.step < total_steps and not (stopped_early or out_of_cpu):
             batches = epoch_batches(train_data, config, state.epoch, ctx)[state.batch_in_epoch :]
             for batch in _iterate(train_data, batches, collate_fn, config, ctx):
                 with _autocast(ctx.device, config.amp):
@@ -543,7 +560,12 @@ def _train(
                     stopped_early = validate()
                 if config.checkpoint_every and state.step % config.checkpoint_every == 0:
                     checkpoint()
-                if stopped_early or state.step >= total_steps:
+                out_of_cpu = (
+                    config.max_cpu_seconds is not None
+                    and time.process_time() - cpu_started >= config.max_cpu_seconds
+                    and state.step < total_steps
+                )
+                if stopped_early or out_of_cpu or state.step >= total_steps:
                     break
             else:
                 state.epoch += 1
@@ -560,7 +582,13 @@ def _train(
     elif average is not None:
         average.copy_to(model)
     return TrainResult(
-        state.step, train_metrics, state.best_metric, state.best_step, stopped_early, checkpoint()
+        state.step,
+        train_metrics,
+        state.best_metric,
+        state.best_step,
+        stopped_early,
+        checkpoint(),
+        out_of_cpu,
     )
 
 

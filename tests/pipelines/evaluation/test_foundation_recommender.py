@@ -161,6 +161,27 @@ def test_train_minutes_is_cpu_time_so_waiting_for_the_cpu_costs_no_steps(monkeyp
     assert model.fit_cpu_seconds <= budget_minutes * 60 * 1.5
 
 
+def test_a_budgeted_fit_stops_at_its_cpu_budget_when_the_calibration_undercounts(monkeypatch):
+    """Other load can make a step dearer in CPU than the calibration measured it; the run then
+    stops at the budget instead of finishing the planned steps (it overspent by up to 18 %
+    before the cap, two MovieLens screens sharing two cores)."""
+    split = leave_one_out_split(index_interactions(_planted(n_users=20)))
+    budget_minutes = 0.03  # 1.8 s of CPU
+    config = replace(
+        sasrec(FIT_PRESETS["tiny"]),
+        train_minutes=budget_minutes,
+        calibration_steps=3,
+        train_overrides={"batch_size": 4, "eval_every": 0},
+    )
+    # A calibration that undercounts a step's cost a thousandfold.
+    monkeypatch.setattr(FoundationRecommender, "_steps_for_budget", lambda self, *args: 100_000)
+    model = FoundationRecommender(config)
+    model.fit(split)
+    assert model.train_result.out_of_cpu and model.train_result.steps < 100_000
+    # The budget, plus the step that crossed it, the last validation and the data preparation.
+    assert model.fit_cpu_seconds <= budget_minutes * 60 + 1.0
+
+
 def test_validation_ndcg_in_the_loop_is_the_benchmarks_own_number():
     """Early stopping on ``ndcg@10`` validates with the benchmark's metric (full ranking, seen
     titles excluded), so the kept weights score on the validation items exactly what the loop
@@ -221,8 +242,9 @@ def test_validations_per_run_spreads_validations_over_the_budget(monkeypatch):
 
 def test_full_budget_takes_every_step_and_ends_with_the_best_validated_weights(monkeypatch):
     """A budgeted MovieLens fit must not end on a dip of a noisy validation metric: with
-    ``full_budget`` the run takes every step of its budget, even when the train preset would
-    stop after one validation without gain, and still ends with the best-validated weights."""
+    ``full_budget`` the run takes every step its CPU budget holds (the planned ones, unless the
+    budget's CPU cap comes first), even when the train preset would stop after one validation
+    without gain, and still ends with the best-validated weights."""
     split = leave_one_out_split(index_interactions(_planted(n_users=60)))
     config = replace(
         sasrec(FIT_PRESETS["tiny"]),
@@ -243,7 +265,9 @@ def test_full_budget_takes_every_step_and_ends_with_the_best_validated_weights(m
     run, result = seen[-1], model.train_result  # the first call is the calibration
     validations = run.max_steps // run.eval_every + 1  # the periodic ones and the last step's
     assert run.early_stopping_patience > validations and run.restore_best
-    assert not result.stopped_early and result.steps == run.max_steps
+    assert not result.stopped_early
+    assert result.steps == run.max_steps or result.out_of_cpu
+    assert result.steps >= 3 * run.eval_every  # validated 3+ times: patience 1 was overridden
     assert evaluate(model, split.validation)["ndcg_at_10"] == pytest.approx(
         result.best_metric, abs=1e-6
     )

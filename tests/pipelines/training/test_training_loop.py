@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from pipelines.models.windows import (
     split_last_token,
 )
 from pipelines.training import TRAIN_PRESETS, TrainConfig, latest_checkpoint, train
-from pipelines.training.loop import DistributedContext, epoch_batches, lr_factor
+from pipelines.training.loop import DistributedContext, epoch_batches, evaluate, lr_factor
 
 N_TITLES = 20
 
@@ -154,6 +155,41 @@ def test_early_stopping_stops_when_patience_runs_out() -> None:
     assert result.best_step == 2
 
 
+def test_a_cpu_time_cap_ends_the_run_with_its_best_validated_weights() -> None:
+    train_seqs, validation = split_last_token(cyclic_sequences(32, 17))
+    windows = WindowDataset(train_seqs, 16, 8)
+    val_data = LastTokenDataset(validation, 16)
+
+    def dear_loss(model, batch):  # each step burns 0.1 s of this process's CPU
+        started = time.process_time()
+        while time.process_time() - started < 0.1:
+            pass
+        return pretraining_loss(model, batch)
+
+    config = TrainConfig(
+        lr=1e-3, warmup_steps=1, max_steps=1000, batch_size=8, eval_every=2,
+        early_stopping_patience=1000, early_stopping_metric="hit_at_10",
+        early_stopping_mode="max", max_cpu_seconds=1.0, progress=False,
+    )  # fmt: skip
+    model = make_model()
+    result = train(model, dear_loss, windows, config, collate_windows, val_data=val_data)
+    assert result.out_of_cpu and not result.stopped_early
+    assert 1 <= result.steps <= 10  # 1,000 planned; at most 1.0 / 0.1 fit the cap
+    # The run ends as any run does: validated, with its best weights restored.
+    best = evaluate(model, pretraining_loss, val_data, collate_windows, config)
+    assert best["hit_at_10"] == pytest.approx(result.best_metric)
+
+    # A cap the run does not reach changes nothing: the same steps and weights as no cap.
+    short = replace(config, max_steps=4, max_cpu_seconds=None)
+    capped, plain = make_model(), make_model()
+    free = train(capped, pretraining_loss, windows, replace(short, max_cpu_seconds=1e6),
+                 collate_windows, val_data=val_data)  # fmt: skip
+    train(plain, pretraining_loss, windows, short, collate_windows, val_data=val_data)
+    assert free.steps == 4 and not free.out_of_cpu
+    for a, b in zip(capped.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_warmup_then_cosine_schedule() -> None:
     assert lr_factor(0, 10, 110, 0.1) == pytest.approx(0.1)
     assert lr_factor(9, 10, 110, 0.1) == pytest.approx(1.0)
@@ -164,6 +200,8 @@ def test_warmup_then_cosine_schedule() -> None:
 def test_config_errors_say_what_to_change() -> None:
     with pytest.raises(ValueError, match="max_steps or max_epochs"):
         TrainConfig(max_steps=None, max_epochs=None)
+    with pytest.raises(ValueError, match="max_cpu_seconds must be > 0"):
+        TrainConfig(max_cpu_seconds=0)
     train_seqs, _ = split_last_token(cyclic_sequences(2, 5))
     model = make_model()
     windows = WindowDataset(train_seqs, model.config.max_len, model.config.window_stride)
