@@ -22,7 +22,7 @@ from pipelines.evaluation.foundation import (
     sasrec,
 )
 from pipelines.evaluation.metrics import evaluate
-from pipelines.evaluation.splits import index_interactions, leave_one_out_split
+from pipelines.evaluation.splits import LeaveOneOutSplit, index_interactions, leave_one_out_split
 from pipelines.schemas import ACTIONS
 
 N_ITEMS = 80
@@ -121,14 +121,20 @@ def test_unknown_history_raises_instead_of_guessing_features():
     assert NEUTRAL_ACTION == ACTIONS.index("watched")
 
 
-def test_train_minutes_sets_steps_from_a_timed_budget():
+def _budgeted(minutes: float) -> tuple[LeaveOneOutSplit, foundation.FoundationFitConfig]:
+    """A small planted split and the tiny SASRec fit with a CPU budget of ``minutes``."""
     split = leave_one_out_split(index_interactions(_planted(n_users=20)))
     config = replace(
         sasrec(FIT_PRESETS["tiny"]),
-        train_minutes=0.02,  # 1.2 s
+        train_minutes=minutes,
         calibration_steps=3,
         train_overrides={"batch_size": 4, "eval_every": 0},
     )
+    return split, config
+
+
+def test_train_minutes_sets_steps_from_a_timed_budget():
+    split, config = _budgeted(0.02)  # 1.2 s
     model = FoundationRecommender(config)
     model.fit(split)
     assert model.train_result.steps >= 1
@@ -139,14 +145,8 @@ def test_train_minutes_sets_steps_from_a_timed_budget():
 def test_train_minutes_is_cpu_time_so_waiting_for_the_cpu_costs_no_steps(monkeypatch):
     """On a shared machine a run waits for its turn on the CPU. Waiting (here: sleeping during
     the calibration) costs wall time but no CPU time, so the run keeps its steps."""
-    split = leave_one_out_split(index_interactions(_planted(n_users=20)))
     budget_minutes = 0.05  # 3 s of CPU
-    config = replace(
-        sasrec(FIT_PRESETS["tiny"]),
-        train_minutes=budget_minutes,
-        calibration_steps=3,
-        train_overrides={"batch_size": 4, "eval_every": 0},
-    )
+    split, config = _budgeted(budget_minutes)
     real_train = foundation.train
 
     def waiting_train(*args, **kwargs):
@@ -165,14 +165,8 @@ def test_a_budgeted_fit_stops_at_its_cpu_budget_when_the_calibration_undercounts
     """Other load can make a step dearer in CPU than the calibration measured it; the run then
     stops at the budget instead of finishing the planned steps (it overspent by up to 18 %
     before the cap, two MovieLens screens sharing two cores)."""
-    split = leave_one_out_split(index_interactions(_planted(n_users=20)))
     budget_minutes = 0.03  # 1.8 s of CPU
-    config = replace(
-        sasrec(FIT_PRESETS["tiny"]),
-        train_minutes=budget_minutes,
-        calibration_steps=3,
-        train_overrides={"batch_size": 4, "eval_every": 0},
-    )
+    split, config = _budgeted(budget_minutes)
     # A calibration that undercounts a step's cost a thousandfold.
     monkeypatch.setattr(FoundationRecommender, "_steps_for_budget", lambda self, *args: 100_000)
     model = FoundationRecommender(config)
