@@ -174,7 +174,7 @@ def test_a_cpu_time_cap_ends_the_run_with_its_best_validated_weights() -> None:
     model = make_model()
     result = train(model, dear_loss, windows, config, collate_windows, val_data=val_data)
     assert result.out_of_cpu and not result.stopped_early
-    assert 1 <= result.steps <= 10  # 1,000 planned; at most 1.0 / 0.1 fit the cap
+    assert result.steps <= 10  # of 1,000 planned: each step burns 0.1 s, the cap is 1.0 s
     # The run ends as any run does: validated, with its best weights restored.
     best = evaluate(model, pretraining_loss, val_data, collate_windows, config)
     assert best["hit_at_10"] == pytest.approx(result.best_metric)
