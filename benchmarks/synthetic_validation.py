@@ -146,6 +146,16 @@ def shifted_model(model, inputs: EvaluationInputs, day: dt.date, shift: float):
     return clone
 
 
+def windowed_model(model, window: int):
+    """A copy of ``model`` that reads only each history's latest ``window`` tokens (seen titles
+    and the series' next episodes still come from the whole history)."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    clone.config.max_len = min(window, model.config.max_len)
+    return clone
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True, help="REELFM_HOME of the lake")
@@ -172,6 +182,13 @@ def main() -> int:
         action="append",
         help="also score with this logit added to titles released on or after the day "
         "(repeatable): is the model's level for brand-new titles off?",
+    )
+    parser.add_argument(
+        "--serve-window",
+        type=int,
+        action="append",
+        help="also score with each history cut to its latest N tokens (repeatable): do older "
+        "tokens help or hurt the trained model?",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -207,7 +224,13 @@ def main() -> int:
             again = evaluate_day(
                 inputs, replace(version, model=shifted), args.day, replace(config, oracle=False)
             )
-            ranked_all[f"foundation +{shift} new"] = again.ranked["foundation"]
+            ranked_all[f"foundation seed {seed} +{shift} new"] = again.ranked["foundation"]
+        for window in args.serve_window or []:
+            cut = windowed_model(result.model, window)
+            again = evaluate_day(
+                inputs, replace(version, model=cut), args.day, replace(config, oracle=False)
+            )
+            ranked_all[f"foundation seed {seed} latest {window}"] = again.ranked["foundation"]
         for name, ranked in ranked_all.items():
             if name.startswith("most_popular"):
                 continue
@@ -218,7 +241,7 @@ def main() -> int:
                 row["that day, among new"] = ndcg_at(ranked.new_ranks[kinds == 0, 0], 10).mean()
             if name == "foundation":
                 row.update({"steps": result.train.steps, "CPU s": round(cpu)})
-                name = f"foundation seed {seed}"
+                name = f"foundation seed {seed}"  # variants name their seed already
             rows[name] = row
             if args.by_history:
                 chosen = kinds == KINDS.index(args.by_history)
