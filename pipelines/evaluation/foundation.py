@@ -295,6 +295,7 @@ FIT_PRESETS: dict[str, FoundationFitConfig] = {
         train_overrides={
             "max_epochs": 200,
             "batch_size": 128,
+            "warmup_steps": 100,  # as measured; the demo's own preset has since gone to 30
             "eval_every": 100,
             "early_stopping_metric": "ndcg@10",
             "early_stopping_mode": "max",
