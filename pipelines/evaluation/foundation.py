@@ -291,11 +291,14 @@ FIT_PRESETS: dict[str, FoundationFitConfig] = {
             "mtp_n": 0,
             "use_metadata": False,
             "genre_weight": 0.0,
+            # MovieLens leave-one-out has no new titles to lose: label smoothing stays on here
+            # (ml-100k seed 2 validation: no harm), off in the synthetic recipe, where it cut
+            # cold-start recall (benchmarks/foundation_experiments.md, session 19).
+            "label_smoothing": 0.1,
         },
         train_overrides={
             "max_epochs": 200,
             "batch_size": 128,
-            "warmup_steps": 100,  # as measured; the demo's own preset has since gone to 30
             "eval_every": 100,
             "early_stopping_metric": "ndcg@10",
             "early_stopping_mode": "max",
@@ -324,7 +327,11 @@ FIT_PRESETS["cpu-b64"] = replace(
 )
 FIT_PRESETS["cpu-b64-s1024"] = replace(
     FIT_PRESETS["cpu-b64"],
-    model_overrides={**FIT_PRESETS["cpu"].model_overrides, "num_sampled_negatives": 1024},
+    model_overrides={
+        **FIT_PRESETS["cpu"].model_overrides,
+        "num_sampled_negatives": 1024,
+        "label_smoothing": 0.0,  # full softmax only
+    },
 )
 """Named fit settings; the SASRec variant is any of them with ``sasrec(...)``."""
 
