@@ -21,6 +21,7 @@ The lake's tables are read once with Spark and cached as a pickle beside the lak
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import pickle
@@ -131,8 +132,6 @@ def shifted_model(model, inputs: EvaluationInputs, day: dt.date, shift: float):
     """A copy of ``model`` whose title logits add ``shift`` to titles released on or after
     ``day`` (through the freshness table's 'not yet released / today' buckets is not enough:
     those also hold titles from training, so the copy wraps ``title_logits``)."""
-    import copy
-
     release = pd.to_datetime(inputs.titles.set_index("title_id")["release_date"]).dt.date
     new = torch.tensor([release[t] >= day for t in inputs.tokenizer.title_ids])
     clone = copy.deepcopy(model)
@@ -149,8 +148,6 @@ def shifted_model(model, inputs: EvaluationInputs, day: dt.date, shift: float):
 def windowed_model(model, window: int):
     """A copy of ``model`` that reads only each history's latest ``window`` tokens (seen titles
     and the series' next episodes still come from the whole history)."""
-    import copy
-
     clone = copy.deepcopy(model)
     clone.config.max_len = min(window, model.config.max_len)
     return clone
@@ -241,7 +238,7 @@ def main() -> int:
                 row["that day, among new"] = ndcg_at(ranked.new_ranks[kinds == 0, 0], 10).mean()
             if name == "foundation":
                 row.update({"steps": result.train.steps, "CPU s": round(cpu)})
-                name = f"foundation seed {seed}"  # variants name their seed already
+                name = f"foundation seed {seed}"
             rows[name] = row
             if args.by_history:
                 chosen = kinds == KINDS.index(args.by_history)

@@ -214,6 +214,7 @@ def test_label_smoothing_spreads_mass_over_the_titles_a_row_scores() -> None:
     # scores a few titles, not the catalogue: asking for both is an error rather than a
     # silently different objective.
     assert make_model().config.label_smoothing == 0.0
+    assert make_model(num_sampled_negatives=8).config.label_smoothing == 0.0
     with pytest.raises(ValueError, match="full softmax"):
         make_model(num_sampled_negatives=8, label_smoothing=0.1)
 
