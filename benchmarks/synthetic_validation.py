@@ -54,14 +54,15 @@ HISTORY_EDGES = (1, 4, 8, 16, 32)
 """Lower edges of the history-length buckets of ``--by-history`` (tokens before the day)."""
 
 
-def load_inputs(home: Path, day: dt.date) -> EvaluationInputs:
-    cache = home / f"_validation_inputs_{day}.pkl"
+def load_inputs(home: Path, day: dt.date, target_days: int = 1) -> EvaluationInputs:
+    days = "" if target_days == 1 else f"_{target_days}d"
+    cache = home / f"_validation_inputs_{day}{days}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
     from pipelines.spark_session import build_spark_session
 
     settings = Settings.from_env().with_home(home)
-    inputs = read_evaluation_inputs(build_spark_session(settings), settings, day)
+    inputs = read_evaluation_inputs(build_spark_session(settings), settings, day, target_days)
     cache.write_bytes(pickle.dumps(inputs))
     return inputs
 
@@ -187,11 +188,18 @@ def main() -> int:
         help="also score with each history cut to its latest N tokens (repeatable): do older "
         "tokens help or hurt the trained model?",
     )
+    parser.add_argument(
+        "--target-days",
+        type=int,
+        default=1,
+        help="targets from DAY .. DAY + N - 1 (default 1): with 3 or more the titles released "
+        "in those days are enough targets for cold-start recall@50 to be read",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
     train_overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.train_set)}
-    inputs = load_inputs(args.home, args.day)
+    inputs = load_inputs(args.home, args.day, args.target_days)
     rows, split_rows, models = {}, {}, []
     for seed in args.seed or [0]:
         started = time.process_time()
@@ -212,7 +220,7 @@ def main() -> int:
         cpu = time.process_time() - started
         models.append(result.model)
         version = RegisteredVersion("validation", result.model, inputs.tokenizer, {})
-        config = DayEvaluationConfig(als=False, sasrec=False)
+        config = DayEvaluationConfig(als=False, sasrec=False, target_days=args.target_days)
         evaluation = evaluate_day(inputs, version, args.day, config)
         kinds = target_kinds(inputs, args.day, evaluation.split)
         ranked_all = dict(evaluation.ranked)
@@ -234,6 +242,8 @@ def main() -> int:
             gain = ndcg_at(ranked.ranks[:, 0], 10)
             row = {"NDCG@10": gain.mean()}
             row.update({k: gain[kinds == i].mean() for i, k in enumerate(KINDS)})
+            if name in evaluation.table.index:
+                row["cold-start recall@50"] = evaluation.table.at[name, "cold_start_recall_at_50"]
             if ranked.new_ranks is not None:  # the same targets ranked among the new titles alone
                 row["that day, among new"] = ndcg_at(ranked.new_ranks[kinds == 0, 0], 10).mean()
             if name == "foundation":
