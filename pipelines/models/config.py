@@ -157,10 +157,6 @@ class FoundationConfig(PretrainedConfig):
     # from 0.385 to 0.214 (seed 0). So it is off by default; the MovieLens fit presets, which
     # have no new titles, set it. Full softmax only (a sampled one scores a few titles).
     label_smoothing: float = 0.0
-    # What the smoothed mass follows: "uniform" (every scored title alike) or "popularity"
-    # (the training interactions per title, +1: the sampled softmax's proposal), which lifts
-    # no floor under the long tail and leaves titles unseen in training near zero.
-    label_smoothing_prior: str = "uniform"
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.d_model % self.n_heads:
@@ -184,11 +180,6 @@ class FoundationConfig(PretrainedConfig):
             raise ValueError(f"id_gate_init must be in (0, 1), got {self.id_gate_init}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.label_smoothing_prior not in ("uniform", "popularity"):
-            raise ValueError(
-                "label_smoothing_prior must be 'uniform' or 'popularity', "
-                f"got {self.label_smoothing_prior!r}"
-            )
         if self.label_smoothing > 0 and self.num_sampled_negatives > 0:
             raise ValueError(
                 "label_smoothing needs the full softmax (num_sampled_negatives=0): a sampled "

@@ -827,9 +827,6 @@ class FoundationModel(PreTrainedModel):
         """
         S = self.config.num_sampled_negatives
         smoothing = self.config.label_smoothing
-        prior = (
-            self.title_log_q.exp() if self.config.label_smoothing_prior == "popularity" else None
-        )
         if S == 0:
             # In row chunks of LOSS_CHUNK_ELEMENTS logits: one (M, N) block is tens of MB, which
             # the allocator maps afresh for each of the softmax's passes and no cache holds.
@@ -848,8 +845,9 @@ class FoundationModel(PreTrainedModel):
                     _part(blocked, part),
                 )
                 scored = None if blocked is None else ~blocked[part]
-                loss = smoothed_cross_entropy(logits, target[part], smoothing, scored, prior)
-                total = total + loss.sum()
+                total = (
+                    total + smoothed_cross_entropy(logits, target[part], smoothing, scored).sum()
+                )
             return total / len(target)
         bias = self.title_bias() if bias is None else bias
         negatives = torch.multinomial(self.title_log_q.exp(), S, replacement=True)  # (S,)
@@ -1101,25 +1099,18 @@ def smoothed_cross_entropy(
     target: torch.Tensor,
     smoothing: float = 0.0,
     scored: torch.Tensor | None = None,
-    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(M,) cross-entropy of ``target`` under ``logits`` (M, N), with label smoothing: a
-    share ``smoothing`` of each row's target mass spread over the titles the row scores,
-    ``scored`` (M, N) bool (None: every title), evenly or, given ``prior`` (N,) positive
-    weights, in proportion to them. Pass ``scored`` whenever titles are left out of a row's
-    softmax (at -inf): they get none of the mass, where PyTorch's own smoothing (``scored``
-    None) would give them some, and an infinite loss."""
-    if smoothing == 0 or (scored is None and prior is None):  # PyTorch's own (faster)
+    share ``smoothing`` of each row's target mass spread evenly over the titles the row
+    scores, ``scored`` (M, N) bool (None: every title). Pass ``scored`` whenever titles are
+    left out of a row's softmax (at -inf): they get none of the mass, where PyTorch's own
+    smoothing (``scored`` None) would give them some, and an infinite loss."""
+    if scored is None or smoothing == 0:  # PyTorch's smoothing is over every title (faster)
         return F.cross_entropy(logits, target, reduction="none", label_smoothing=smoothing)
     log_p = torch.log_softmax(logits, dim=1)
     nll = -log_p.gather(1, target[:, None])[:, 0]
-    weight = log_p.new_ones(()) if prior is None else prior[None, :].to(log_p.dtype)
-    weight = weight.expand_as(log_p)
-    if scored is not None:
-        weight = weight.masked_fill(~scored, 0.0)
-        log_p = log_p.masked_fill(~scored, 0.0)
-    spread = -(log_p * weight).sum(dim=1) / weight.sum(dim=1)
-    return (1.0 - smoothing) * nll + smoothing * spread
+    uniform = -log_p.masked_fill(~scored, 0.0).sum(dim=1) / scored.sum(dim=1)
+    return (1.0 - smoothing) * nll + smoothing * uniform
 
 
 def _part(rows: torch.Tensor | None, part: slice) -> torch.Tensor | None:

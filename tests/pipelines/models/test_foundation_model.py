@@ -196,13 +196,6 @@ def test_label_smoothing_spreads_mass_over_the_titles_a_row_scores() -> None:
     assert torch.allclose(smoothed, expected)
     every_title = foundation_module.smoothed_cross_entropy(logits[1:], target[1:], 0.1)
     assert torch.allclose(every_title, expected[1:])  # no title blocked: the plain mean
-    # A popularity prior spreads the mass in proportion to it, over the scored titles only.
-    prior = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    by_prior = foundation_module.smoothed_cross_entropy(logits, target, 0.1, scored, prior)
-    spread = torch.stack(
-        [-(log_p[0, [0, 1, 3]] * prior[[0, 1, 3]]).sum() / 7, -(log_p[1] * prior).sum() / 10]
-    )
-    assert torch.allclose(by_prior, 0.9 * plain + 0.1 * spread)
 
     # In the model the loss is linear in the smoothing, with blocked titles (train_servable_only)
     # and id dropout drawn alike in each run.
@@ -224,8 +217,6 @@ def test_label_smoothing_spreads_mass_over_the_titles_a_row_scores() -> None:
     assert make_model(num_sampled_negatives=8).config.label_smoothing == 0.0
     with pytest.raises(ValueError, match="full softmax"):
         make_model(num_sampled_negatives=8, label_smoothing=0.1)
-    with pytest.raises(ValueError, match="label_smoothing_prior"):
-        make_model(label_smoothing=0.1, label_smoothing_prior="zipf")
 
 
 def test_eval_mode_scores_the_full_catalogue_and_reports_hit_rates() -> None:
