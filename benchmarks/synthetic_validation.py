@@ -7,7 +7,9 @@ a title released that very day, the next episode of a series the member is in, t
 episode of a series new to them, a film released in the week before, an older film. Settings
 that move the overall figure by less than the seed-to-seed spread are noise. ``--by-history
 KIND`` splits one kind's figure by the member's history length, ``--ensemble`` also scores the
-seeds' models averaged (if that beat its members, more data or regularisation would pay).
+seeds' models averaged (if that beat its members, more data or regularisation would pay), and
+``--target-days N`` takes targets from N days from ``--day`` on, enough titles released in them
+for each model's cold-start recall@50 (in the table) to be read.
 
     .venv/bin/python -m pipelines.sources.synthetic --preset demo --seed 7 --bad-rate 0.002 \
         --landing-root /tmp/demo/landing
