@@ -100,6 +100,15 @@ def target_kinds(inputs: EvaluationInputs, day: dt.date, split) -> np.ndarray:
     return kinds
 
 
+def target_is_episode(inputs: EvaluationInputs, split) -> np.ndarray:
+    """(U,) bool: each member's first target is an episode of a series."""
+    frame = inputs.tokens.assign(ts=pd.to_datetime(inputs.tokens["ts"], utc=True))
+    item_ids = np.asarray(index_interactions(frame, catalogue=inputs.tokenizer.title_ids).item_ids)
+    series = inputs.titles.set_index("title_id")["series_id"]
+    targets = series.reindex(item_ids[split.test.targets[:, 0]])
+    return targets.map(lambda s: isinstance(s, str) and bool(s)).to_numpy(dtype=bool)
+
+
 def by_history(gain: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> dict[str, float]:
     """Mean of ``gain`` over the ``keep`` targets in each history-length bucket."""
     out = {}
@@ -225,6 +234,7 @@ def main() -> int:
         config = DayEvaluationConfig(als=False, sasrec=False, target_days=args.target_days)
         evaluation = evaluate_day(inputs, version, args.day, config)
         kinds = target_kinds(inputs, args.day, evaluation.split)
+        new_episode = (kinds == 0) & target_is_episode(inputs, evaluation.split)
         ranked_all = dict(evaluation.ranked)
         for shift in args.new_title_shift or []:
             shifted = shifted_model(result.model, inputs, args.day, shift)
@@ -244,6 +254,9 @@ def main() -> int:
             gain = ndcg_at(ranked.ranks[:, 0], 10)
             row = {"NDCG@10": gain.mean()}
             row.update({k: gain[kinds == i].mean() for i, k in enumerate(KINDS)})
+            # The brand-new targets split: new films, and episodes of new series or seasons.
+            row["new film"] = gain[(kinds == 0) & ~new_episode].mean()
+            row["new episode"] = gain[new_episode].mean()
             if name in evaluation.table.index:
                 row["cold-start recall@50"] = evaluation.table.at[name, "cold_start_recall_at_50"]
             if ranked.new_ranks is not None:  # the same targets ranked among the new titles alone
@@ -256,6 +269,7 @@ def main() -> int:
                 chosen = kinds == KINDS.index(args.by_history)
                 split_rows[name] = by_history(gain, ranked.history_length, chosen)
         counts = {k: int((kinds == i).sum()) for i, k in enumerate(KINDS)}
+        counts["new episode"] = int(new_episode.sum())
     if args.ensemble and len(models) > 1:
         together = replace(version, model=SeedEnsemble(models))
         again = evaluate_day(inputs, together, args.day, replace(config, oracle=False))
