@@ -14,8 +14,10 @@ from assets.gold import GOLD_SPECS, TokenisationConfig, gold_metrics, gold_resul
 from assets.partitions import daily_partitions, partition_day
 from assets.resources import LakeResource, TrackingResource
 from assets.silver import SILVER_SPECS, SessionisationConfig, silver_metrics, silver_results
+from pipelines import storage
 from pipelines.sessions.silver import sessionised_day
 from pipelines.tokens.gold import tokenise_day
+from pipelines.tokens.tokenizer import TOKENIZER_FILE
 from pipelines.tracking import log_numbers
 
 
@@ -66,5 +68,6 @@ def sessions_and_tokens(
                     session_events=session_events,
                 )
                 log_numbers(gold_metrics(report))
-                mlflow.log_artifact(report.tokenizer_path)
+                # Read through pipelines.storage: the lake may be on object storage.
+                mlflow.log_text(storage.read_text(report.tokenizer_path), TOKENIZER_FILE)
             yield from gold_results(report, run.info.run_id)

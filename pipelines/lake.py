@@ -8,6 +8,7 @@ version in place (a Delta commit is atomic).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 
 from pyspark import StorageLevel
@@ -31,9 +32,12 @@ def create_table(
     """Create an empty day-partitioned Delta table that keeps statistics on ``stats_columns``."""
     from delta.tables import DeltaTable
 
+    # Hadoop writes a URI with an empty authority as scheme:/path, and Delta refuses a location
+    # spelt otherwise (file:///x and file:/x are "two different locations" to it).
+    location = re.sub(r"^([A-Za-z][\w+.-]*):///", r"\1:/", path)
     (
         DeltaTable.createIfNotExists(spark)
-        .location(path)
+        .location(location)
         # Nullable, as a first write would have made them: the contract's nullability is for readers.
         .addColumns(StructType([StructField(f.name, f.dataType, True) for f in schema.fields]))
         .partitionedBy(PARTITION_COLUMN)

@@ -48,7 +48,16 @@ class Settings:
 
     @staticmethod
     def from_env() -> Settings:
-        home = str(Path(_env("REELFM_HOME", "./.reelfm")).expanduser().resolve())
+        home = _env("REELFM_HOME", "./.reelfm")
+        if "://" in home:
+            # Checkpoints, reports and the embedded stores are local files; a URI here would
+            # silently become a folder named "s3a:" under the working directory.
+            raise ValueError(
+                f"REELFM_HOME={home!r} must be a local folder (checkpoints, reports, the "
+                "embedded MLflow and Dagster stores). Put the data on object storage with "
+                "REELFM_LAKE_ROOT and REELFM_LANDING_ROOT instead."
+            )
+        home = str(Path(home).expanduser().resolve())
         extra = {
             key[len("REELFM_SPARK_CONF__") :].replace("_", ".").replace("..", "_"): value
             for key, value in os.environ.items()

@@ -34,11 +34,11 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipelines import storage
 from pipelines.evaluation.foundation import TokenFeatures
 from pipelines.evaluation.splits import LeaveOneOutSplit, TemporalSplit
 from pipelines.schemas import ACTIONS
@@ -204,11 +204,17 @@ def world_source(
 
 
 def read_world_source(settings: Settings, lake_days: Iterable[dt.date]) -> WorldSource:
-    """``world_source`` over the manifests under ``settings.landing_root``, a local folder as for
-    ingestion (``pipelines.ingest.landing``)."""
-    folder = Path(settings.landing_root) / EVENTS_SOURCE
-    paths = sorted(folder.glob(f"date=*/{MANIFEST_NAME}"))
-    return world_source([json.loads(p.read_text(encoding="utf-8")) for p in paths], lake_days)
+    """``world_source`` over the manifests under ``settings.landing_root`` (a local folder or a
+    URI, as for ingestion)."""
+    folder = storage.join(settings.landing_root, EVENTS_SOURCE)
+    days = storage.list_folder(folder) if storage.is_dir(folder) else []
+    paths = [
+        storage.join(day.path, MANIFEST_NAME)
+        for day in days
+        if day.is_dir and day.name.startswith("date=")
+    ]
+    manifests = [json.loads(storage.read_text(p)) for p in paths if storage.exists(p)]
+    return world_source(manifests, lake_days)
 
 
 class OracleRecommender:

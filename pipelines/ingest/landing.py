@@ -16,7 +16,6 @@ message naming the file and column: a typed file breaks its contract as a whole,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from pyspark.sql.types import (
 )
 from pyspark.sql.window import Window
 
+from pipelines import storage
 from pipelines.schemas import LANDING_EVENT_FIELDS
 
 JSONL_SUFFIXES: tuple[str, ...] = (".jsonl", ".json")
@@ -86,18 +86,23 @@ class LandingFiles:
 def list_landing_files(
     folder: str, suffixes: tuple[str, ...] = JSONL_SUFFIXES + PARQUET_SUFFIXES
 ) -> LandingFiles:
-    """Data files in ``folder`` (hidden and ``_``-prefixed files such as manifests are skipped)."""
-    if not os.path.isdir(folder):
+    """Data files in ``folder``, a local path or a URI (``pipelines.storage``); hidden and
+    ``_``-prefixed files such as manifests are skipped."""
+    try:
+        entries = storage.list_folder(folder)
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"No landing folder {folder}: generate or import data for this day first "
             "(`python -m pipelines.sources.synthetic --help` or `python -m pipelines.sources.movielens --help`)."
-        )
-    names = sorted(
-        name
-        for name in os.listdir(folder)
-        if name.endswith(suffixes) and not name.startswith(("_", "."))
+        ) from None
+    paths = tuple(
+        entry.path
+        for entry in entries
+        if not entry.is_dir
+        and entry.name.endswith(suffixes)
+        and not entry.name.startswith(("_", "."))
     )
-    return LandingFiles(folder=folder, paths=tuple(os.path.join(folder, name) for name in names))
+    return LandingFiles(folder=folder, paths=paths)
 
 
 def read_landing_lines(spark: SparkSession, files: LandingFiles | Iterable[str]) -> DataFrame:
@@ -157,7 +162,8 @@ def parquet_read_schemas(paths: Iterable[str]) -> dict[StructType, tuple[str, ..
 
     groups: dict[StructType, list[str]] = {}
     for path in paths:
-        arrow = pq.read_schema(path)
+        with storage.open_binary(path) as handle:  # the footer only, on any filesystem
+            arrow = pq.read_schema(handle)
         present = {field.name: field.type for field in arrow}
         schema = StructType(
             [

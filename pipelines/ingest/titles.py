@@ -9,13 +9,13 @@ added without touching the others.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from pipelines import storage
 from pipelines.lake import last_commit_metrics, table_exists
 from pipelines.schemas import BRONZE_TITLES
 from pipelines.settings import Settings
@@ -40,11 +40,11 @@ class TitlesReport:
 
 def latest_snapshot_folder(settings: Settings, day: dt.date) -> tuple[dt.date, str]:
     """The newest ``titles/date=...`` landing folder on or before ``day``."""
-    root = os.path.join(settings.landing_root, "titles")
+    root = storage.join(settings.landing_root, "titles")
     days = sorted(
-        dt.date.fromisoformat(name.removeprefix("date="))
-        for name in (os.listdir(root) if os.path.isdir(root) else [])
-        if name.startswith("date=")
+        dt.date.fromisoformat(entry.name.removeprefix("date="))
+        for entry in (storage.list_folder(root) if storage.is_dir(root) else [])
+        if entry.is_dir and entry.name.startswith("date=")
     )
     eligible = [d for d in days if d <= day]
     if not eligible:
@@ -63,9 +63,9 @@ def read_titles_snapshot(spark: SparkSession, folder: str) -> DataFrame:
 
 def _snapshot_marker(snapshot_day: dt.date, folder: str) -> str:
     files = sorted(
-        f"{name}@{os.stat(os.path.join(folder, name)).st_mtime_ns}"
-        for name in os.listdir(folder)
-        if not name.startswith((".", "_"))
+        f"{entry.name}@{entry.modified}"
+        for entry in storage.list_folder(folder)
+        if not entry.name.startswith((".", "_"))
     )
     return f"titles_snapshot={snapshot_day.isoformat()};files={','.join(files)}"
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import storage
 from pipelines.schemas import BRONZE_TITLES, LANDING_EVENT_FIELDS
 from pipelines.settings import Settings
 
@@ -383,7 +384,7 @@ def write_landing(
     ``ml-<user>-<movie>-<ts>``, so re-importing rewrites identical files (and bronze dedupes on it).
     The catalogue goes to ``<landing_root>/titles/date=<first day>/titles.jsonl``. ``limit_days``
     keeps only the earliest that many days that have ratings (a quick demo or test slice); the
-    catalogue is always written whole. Every file is written atomically. Local paths only.
+    catalogue is always written whole. Every file is written atomically, to a local folder (a path or a ``file://`` URI).
     """
     dataset_dir = Path(dataset_dir)
     if limit_days is not None and limit_days < 1:
@@ -404,7 +405,7 @@ def write_landing(
     if limit_days is not None:
         days, starts, ends = days[:limit_days], starts[:limit_days], ends[:limit_days]
 
-    root = Path(landing_root)
+    root = Path(storage.local_path(landing_root, "the MovieLens importer"))
     # datetime64[D] counts days from 1970-01-01 UTC, exactly as ts // 86400 does.
     day_names = [str(np.datetime64(int(d), "D")) for d in days]
     for name, start, end in zip(day_names, starts, ends, strict=True):

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import storage
 from pipelines.schemas import DEVICES, EVENT_TYPES, LANDING_EVENT_FIELDS
 from pipelines.sources.bad_records import (
     BAD_KINDS,
@@ -760,7 +761,7 @@ def generate(
     began = time.perf_counter()
     oracle = Oracle.from_config(config)
     formatter = _LineFormatter(oracle)
-    root = Path(landing_root)
+    root = Path(storage.local_path(landing_root, "the synthetic generator"))
     summaries: list[DaySummary] = []
     bar = None
     if progress:

@@ -15,13 +15,13 @@ scanned once and the chain starts again from there.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipelines import storage
 from pipelines.lake import (
     detach,
     read_before,
@@ -64,7 +64,7 @@ class TokenReport:
 
 def tokenizer_path(settings: Settings) -> str:
     """Where the shared vocabulary lives: beside the gold tables."""
-    return os.path.join(settings.table_path("gold", "tokenizer"), TOKENIZER_FILE)
+    return storage.join(settings.table_path("gold", "tokenizer"), TOKENIZER_FILE)
 
 
 def positions_before(

@@ -11,17 +11,15 @@ with a whitespace-split pre-tokenizer, loadable by ``transformers.PreTrainedToke
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 
+from pipelines import storage
 from pipelines.schemas import ACTIONS
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]", "[SEP]")
@@ -99,12 +97,13 @@ def _check_title_id(title_id: str) -> str:
     return title_id
 
 
-def tokenizer_json_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` itself when it names a ``.json`` file, else ``<path>/tokenizer.json``."""
-    path = Path(path)
-    if path.suffix == ".json" and not path.is_dir():
+def tokenizer_json_path(path: str | os.PathLike[str]) -> str:
+    """``path`` itself when it names a ``.json`` file, else ``<path>/tokenizer.json``; a local
+    path or a URI (``pipelines.storage``)."""
+    path = os.fspath(path)
+    if path.endswith(".json") and not storage.is_dir(path):
         return path
-    return path / TOKENIZER_FILE
+    return storage.join(path, TOKENIZER_FILE)
 
 
 class InteractionTokenizer:
@@ -179,12 +178,13 @@ class InteractionTokenizer:
         ``save`` makes that permanent.
         """
         file = tokenizer_json_path(path)
-        if not file.is_file():
+        if not storage.exists(file) or storage.is_dir(file):
             raise FileNotFoundError(f"no tokenizer at {file}")
-        model_type = json.loads(file.read_text(encoding="utf-8"))["model"]["type"]
+        text = storage.read_text(file)
+        model_type = json.loads(text)["model"]["type"]
         if model_type != "WordLevel":
             raise ValueError(f"{file} holds a {model_type} model, expected WordLevel")
-        vocab = Tokenizer.from_file(str(file)).get_vocab(with_added_tokens=True)
+        vocab = Tokenizer.from_str(text).get_vocab(with_added_tokens=True)
         tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
         if sorted(vocab.values()) != list(range(len(tokens))) or len(tokens) < RESERVED_SIZE:
             raise ValueError(f"{file} ids are not 0..n-1 with a {RESERVED_SIZE}-id reserved block")
@@ -201,21 +201,14 @@ class InteractionTokenizer:
         """The ``tokenizer.json`` text ``save`` writes."""
         return self._tokenizer.to_str(pretty=True)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``tokenizer.json`` atomically (temporary file + rename) and return its path.
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write ``tokenizer.json`` whole (``storage.write_text``) and return its path.
 
-        ``path`` is the file itself (``*.json``) or a directory to put ``tokenizer.json`` in.
+        ``path`` is the file itself (``*.json``) or a directory to put ``tokenizer.json`` in; a
+        local path or a URI.
         """
         file = tokenizer_json_path(path)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json())
-            os.replace(tmp, file)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        storage.write_text(file, self.to_json())
         return file
 
     @property
@@ -311,20 +304,19 @@ def update_tokenizer_file(
     """Load the tokenizer at ``path`` (or start one), append ``title_ids``, save; return it and
     how many titles were added.
 
-    Daily partitions can run at once, so the read-extend-write happens under an exclusive
-    ``fcntl`` lock on ``tokenizer.json.lock`` beside the file. The lock is on a separate file
-    because ``save`` replaces ``tokenizer.json`` by rename, and a lock on the replaced file would
-    not stop a process that opens the new one. Local (POSIX) filesystems only.
+    Daily partitions can run at once, so the read-extend-write holds ``storage.exclusive``: a
+    POSIX lock on ``tokenizer.json.lock`` beside a local file (a separate file, because ``save``
+    replaces ``tokenizer.json`` by rename, and a lock on the replaced file would not stop a
+    process that opens the new one). Object stores have no lock; there the daily jobs' order
+    (gold/D after gold/D-1) keeps writers apart.
     """
     file = tokenizer_json_path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with open(file.with_name(file.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even on error
-        if file.exists():
+    with storage.exclusive(file):
+        if storage.exists(file):
+            existing_text = storage.read_text(file)
             current = InteractionTokenizer.load(file)
             updated = current.extend(title_ids)
             n_added = updated.num_titles - current.num_titles
-            existing_text = file.read_text(encoding="utf-8")
         else:
             updated = InteractionTokenizer.from_title_ids(title_ids)
             n_added = updated.num_titles

@@ -108,3 +108,41 @@ def test_reject_rate_check_blocks_downstream(reelfm_home: Path, spark):
         # The blocking check stopped sessionisation and tokenisation for this day.
         assert not (reelfm_home / "lake/silver/session_events").exists()
         assert not (reelfm_home / "lake/gold/interaction_tokens").exists()
+
+
+def test_lake_and_landing_given_as_uris(reelfm_home: Path, spark, monkeypatch):
+    """Nothing reads the lake or the landing as a local folder: with both roots given as
+    ``file://`` URIs (as an ``s3a://`` deployment gives them), the days run and the driver's own
+    files (landing listings, catalogue snapshots, manifests, tokenizer.json) are found."""
+    from pipelines.evaluation.daily import read_evaluation_inputs
+    from pipelines.settings import Settings
+    from pipelines.tokens.gold import tokenizer_path
+
+    config = dataclasses.replace(PRESETS["tiny"], days=2, bad_rate=0.01)
+    landing, lake = reelfm_home / "elsewhere/landing", reelfm_home / "elsewhere/lake"
+    summary = generate(config, str(landing))
+    monkeypatch.setenv("REELFM_LANDING_ROOT", landing.as_uri())
+    monkeypatch.setenv("REELFM_LAKE_ROOT", lake.as_uri())
+    settings = Settings.from_env()
+    assert settings.lake_root.startswith("file:///")
+
+    with dg.instance_for_test() as instance:
+        for offset in range(2):
+            assert _run(START + dt.timedelta(days=offset), instance).success
+
+    def count(table: str) -> int:
+        return spark.read.format("delta").load(settings.table_path(*table.split("/"))).count()
+
+    received = count("bronze/events") + count("bronze/events_rejected")
+    assert received == summary.events + summary.injected
+    assert count("silver/session_events") == count("bronze/events")
+    assert count("bronze/titles") == config.n_titles
+    assert (lake / "gold/interaction_tokens/_delta_log").is_dir()
+    assert not (reelfm_home / "lake").exists()  # nothing fell back to $REELFM_HOME/lake
+
+    # What training and evaluation read on the driver: tokens, catalogue, tokenizer, manifests.
+    assert tokenizer_path(settings).startswith("file:///")
+    inputs = read_evaluation_inputs(spark, settings, START + dt.timedelta(days=1))
+    assert inputs.tokenizer.num_titles == config.n_titles
+    assert len(inputs.tokens) == count("gold/interaction_tokens")
+    assert inputs.world.config is not None and inputs.world.config.seed == config.seed

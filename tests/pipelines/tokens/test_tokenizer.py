@@ -58,9 +58,9 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     written = tok.save(tmp_path / "vocab")
     loaded = InteractionTokenizer.load(tmp_path / "vocab")
 
-    assert written == tmp_path / "vocab" / "tokenizer.json"
+    assert written == str(tmp_path / "vocab" / "tokenizer.json")
     assert InteractionTokenizer.load(written) == loaded == tok
-    assert loaded.to_json() == written.read_text(encoding="utf-8")
+    assert loaded.to_json() == Path(written).read_text(encoding="utf-8")
     history = ["42", "1", "42", "3"]
     ids = loaded.encode_titles(history)
     assert ids == tok.encode_titles(history) == [67, 64, 67, 66]
@@ -70,7 +70,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         "[ACT:rated_high]",
         "1",
     ]
-    assert not [p for p in written.parent.iterdir() if p.name != "tokenizer.json"]
+    assert not [p for p in Path(written).parent.iterdir() if p.name != "tokenizer.json"]
 
 
 def test_extend_appends_and_never_renumbers() -> None:
