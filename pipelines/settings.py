@@ -17,6 +17,11 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
+def _is_server(tracking_uri: str) -> bool:
+    """Whether MLflow's tracking URI names a server (rather than a store on this machine)."""
+    return tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where things live and how big the local engines are. Build it with ``Settings.from_env()``."""
@@ -38,7 +43,9 @@ class Settings:
     mlflow_tracking_uri: str = ""
     """MLflow tracking store (``MLFLOW_TRACKING_URI``); default a SQLite file under home."""
     mlflow_artifact_root: str = ""
-    """Where MLflow runs keep artifacts when the experiment is created here (``REELFM_MLFLOW_ARTIFACT_ROOT``)."""
+    """Where MLflow runs keep artifacts when the experiment is created here
+    (``REELFM_MLFLOW_ARTIFACT_ROOT``); default beside the embedded store, and for a tracking
+    server empty: the server's own artifact store."""
     mlflow_experiment: str = "reelfm"
     """MLflow experiment every materialization logs to (``REELFM_MLFLOW_EXPERIMENT``)."""
     dagster_home: str = ""
@@ -63,6 +70,7 @@ class Settings:
             for key, value in os.environ.items()
             if key.startswith("REELFM_SPARK_CONF__")
         }
+        tracking_uri = _env("MLFLOW_TRACKING_URI", "sqlite:///" + os.path.join(home, "mlflow.db"))
         return Settings(
             home=home,
             lake_root=_env("REELFM_LAKE_ROOT", os.path.join(home, "lake")),
@@ -71,11 +79,13 @@ class Settings:
             spark_driver_memory=_env("REELFM_SPARK_DRIVER_MEMORY", "3g"),
             spark_shuffle_partitions=int(_env("REELFM_SPARK_SHUFFLE_PARTITIONS", "4")),
             spark_extra_conf=extra,
-            mlflow_tracking_uri=_env(
-                "MLFLOW_TRACKING_URI", "sqlite:///" + os.path.join(home, "mlflow.db")
-            ),
+            mlflow_tracking_uri=tracking_uri,
+            # A tracking server keeps artifacts where it is configured to (its proxied
+            # --artifacts-destination): a local default would leave them on this machine,
+            # out of reach of every other client of the registry.
             mlflow_artifact_root=_env(
-                "REELFM_MLFLOW_ARTIFACT_ROOT", os.path.join(home, "mlartifacts")
+                "REELFM_MLFLOW_ARTIFACT_ROOT",
+                "" if _is_server(tracking_uri) else os.path.join(home, "mlartifacts"),
             ),
             mlflow_experiment=_env("REELFM_MLFLOW_EXPERIMENT", "reelfm"),
             dagster_home=_env("DAGSTER_HOME", os.path.join(home, "dagster")),

@@ -32,6 +32,8 @@ def configure_mlflow(settings: Settings) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = settings.mlflow_artifact_root
+    if not location:  # a tracking server: its own artifact store (proxied uploads)
+        return mlflow.create_experiment(settings.mlflow_experiment)
     if "://" not in location:
         os.makedirs(location, exist_ok=True)
         location = f"file://{os.path.abspath(location)}"
