@@ -1,27 +1,32 @@
 """The whole demo under a cluster's configuration, set by environment variables alone.
 
-Three things a cluster swaps, each a real server here: a Spark standalone master and worker as
-their own JVMs (pyspark's ``spark-class``), so the tasks run in an executor that is not the
-driver (jars shipped to it, caches and checkpoints in another JVM); an MLflow tracking server
-over HTTP with proxied artifacts, as ``infra/cluster/mlflow-server.sh`` runs it (SQLite behind it
-here, PostgreSQL there: the client cannot tell); and the lake and landing as URIs, not folders.
-The run goes through ``reelfm demo`` in a child process, since this test process already holds
-the local Spark session the other tests share.
+What a cluster swaps, each a real server here: a Spark standalone master and worker as their own
+JVMs (pyspark's ``spark-class``), so the tasks run in an executor that is not the driver (jars
+shipped to it, caches and checkpoints in another JVM); PostgreSQL behind both the MLflow
+tracking server (started by ``infra/cluster/mlflow-server.sh`` itself, proxied artifacts, over
+HTTP) and the Dagster instance (``infra/cluster/dagster.yaml``'s storage; its Kubernetes run
+launcher left out); and the lake and landing as URIs, not folders. The run goes through
+``reelfm demo`` in a child process, since this test process already holds the local Spark
+session the other tests share.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pyspark
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,14 +101,70 @@ def standalone_master(tmp_path: Path):
             daemon.wait(timeout=60)
 
 
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None
+    )
+    return Path(found).resolve().parent if found else None  # /usr/local/bin links into it
+
+
 @pytest.fixture()
-def mlflow_server(tmp_path: Path):
-    """``http://`` URI of an MLflow tracking server with proxied artifacts, and its artifact store."""
+def postgres():
+    """A throwaway PostgreSQL server on a free port with databases ``mlflow`` and ``dagster``,
+    user ``reelfm``, trusted on 127.0.0.1: ``{"port": …, "user": …}``."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+    # PostgreSQL refuses to run as root: as root, run it as the package's postgres user, in a
+    # folder that user owns (pytest's own temporary folders are closed to other users).
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="reelfm-pg-"))
+    if as_owner:
+        shutil.chown(folder, "postgres")
+    port, data = _free_port(), folder / "data"
+    ctl = [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "pg.log")]
+    subprocess.run(
+        [*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "reelfm"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    subprocess.run([*ctl, "-w", "-o", options, "start"], check=True, capture_output=True)
+    try:
+        for database in ("mlflow", "dagster"):
+            subprocess.run(
+                [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "reelfm"]
+                + [database],
+                check=True,
+                capture_output=True,
+            )
+        yield {"port": port, "user": "reelfm"}
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path: Path, postgres):
+    """``http://`` URI of the MLflow server ``infra/cluster/mlflow-server.sh`` starts on the
+    PostgreSQL above, and its (proxied) artifact store."""
     port, artifacts, log = _free_port(), tmp_path / "mlflow-artifacts", tmp_path / "mlflow.log"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_PG_USER": postgres["user"],
+        "MLFLOW_PG_PASSWORD": "",
+        "MLFLOW_PG_HOST": "127.0.0.1",
+        "MLFLOW_PG_PORT": str(postgres["port"]),
+        "MLFLOW_PG_DB": "mlflow",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_WORKERS": "1",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}"]
-        + ["--artifacts-destination", str(artifacts)],
+        ["bash", str(REPO_ROOT / "infra/cluster/mlflow-server.sh")],
+        env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
@@ -118,7 +179,7 @@ def mlflow_server(tmp_path: Path):
 
 @pytest.mark.slow
 def test_the_demo_on_a_cluster_configuration(
-    tmp_path: Path, standalone_master, mlflow_server, spark, monkeypatch
+    tmp_path: Path, standalone_master, postgres, mlflow_server, spark, monkeypatch
 ) -> None:
     import mlflow
 
@@ -127,6 +188,12 @@ def test_the_demo_on_a_cluster_configuration(
     url, ui_port, work = standalone_master
     tracking_uri, server_artifacts = mlflow_server
     home, store = tmp_path / "home", tmp_path / "store"
+    # The cluster's instance file without its Kubernetes run launcher: runs stay in-process.
+    instance = yaml.safe_load((REPO_ROOT / "infra/cluster/dagster.yaml").read_text())
+    del instance["run_launcher"]
+    dagster_home = tmp_path / "dagster-home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     env = {
         **os.environ,
         "REELFM_HOME": str(home),
@@ -136,9 +203,14 @@ def test_the_demo_on_a_cluster_configuration(
         "REELFM_LAKE_ROOT": (store / "lake").as_uri(),
         "REELFM_LANDING_ROOT": (store / "landing").as_uri(),
         "SPARK_LOCAL_IP": "127.0.0.1",
+        "DAGSTER_HOME": str(dagster_home),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": str(postgres["port"]),
+        "DAGSTER_PG_USER": postgres["user"],
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": "dagster",
     }
-    for name in ("DAGSTER_HOME", "REELFM_MLFLOW_ARTIFACT_ROOT"):
-        env.pop(name, None)
+    env.pop("REELFM_MLFLOW_ARTIFACT_ROOT", None)
     run = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "demo", "--preset", "tiny"],
         cwd=REPO_ROOT,
@@ -181,3 +253,25 @@ def test_the_demo_on_a_cluster_configuration(
     )
     assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert FoundationModel.from_pretrained(folder).num_titles == count("bronze/titles")
+
+    # PostgreSQL holds the Dagster instance's runs and MLflow's registry.
+    import psycopg2
+
+    def query(database: str, sql: str) -> list[tuple]:
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=postgres["port"], user=postgres["user"], dbname=database
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+                return cursor.fetchall()
+        finally:
+            connection.close()
+
+    jobs = query("dagster", "SELECT pipeline_name, status FROM runs ORDER BY create_timestamp")
+    days = len(manifests)
+    assert jobs == [("daily_data", "SUCCESS")] * days + [
+        ("foundation_training", "SUCCESS"),
+        ("evaluation", "SUCCESS"),
+    ]
+    assert query("mlflow", "SELECT name FROM registered_models") == [("reelfm-foundation",)]
