@@ -57,7 +57,7 @@ def build_spark_session(settings: Settings, app_name: str = "reelfm") -> SparkSe
     )
     for key, value in settings.spark_extra_conf.items():
         builder = builder.config(key, value)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark = configure_spark_with_delta_pip(builder, extra_packages(settings)).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     if "spark.sql.files.minPartitionNum" not in settings.spark_extra_conf:
         # A day's landing file is one large JSONL: split it into a few tasks per core so the
@@ -67,6 +67,35 @@ def build_spark_session(settings: Settings, app_name: str = "reelfm") -> SparkSe
             "spark.sql.files.minPartitionNum", str(4 * spark.sparkContext.defaultParallelism)
         )
     return spark
+
+
+def bundled_hadoop_version() -> str:
+    """The Hadoop client version pyspark ships (``jars/hadoop-client-api-<version>.jar``)."""
+    import glob
+
+    import pyspark
+
+    jars = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*"))
+    if not jars:
+        raise RuntimeError("pyspark ships no hadoop-client-api jar: cannot match hadoop-aws to it")
+    return os.path.basename(jars[0]).removeprefix("hadoop-client-api-").removesuffix(".jar")
+
+
+def extra_packages(settings: Settings) -> list[str]:
+    """Maven packages to load beside Delta's: those set in ``spark.jars.packages`` (which
+    ``configure_spark_with_delta_pip`` would otherwise replace), and ``hadoop-aws`` at the
+    bundled Hadoop's version when the lake or the landing is on S3 (``s3a://``)."""
+    packages = [
+        package.strip()
+        for package in settings.spark_extra_conf.get("spark.jars.packages", "").split(",")
+        if package.strip()
+    ]
+    roots = (settings.lake_root, settings.landing_root)
+    if any(root.startswith("s3a://") for root in roots) and not any(
+        package.startswith("org.apache.hadoop:hadoop-aws:") for package in packages
+    ):
+        packages.append(f"org.apache.hadoop:hadoop-aws:{bundled_hadoop_version()}")
+    return packages
 
 
 def main() -> None:
