@@ -109,11 +109,6 @@ def read_text(path: str) -> str:
         return handle.read()
 
 
-def read_bytes(path: str) -> bytes:
-    fs, inner = _fs(path)
-    return fs.cat_file(inner)
-
-
 @contextlib.contextmanager
 def open_binary(path: str) -> Iterator:
     """A seekable binary handle on ``path`` (for reading a Parquet footer, say)."""
