@@ -384,7 +384,8 @@ def write_landing(
     ``ml-<user>-<movie>-<ts>``, so re-importing rewrites identical files (and bronze dedupes on it).
     The catalogue goes to ``<landing_root>/titles/date=<first day>/titles.jsonl``. ``limit_days``
     keeps only the earliest that many days that have ratings (a quick demo or test slice); the
-    catalogue is always written whole. Every file is written atomically, to a local folder (a path or a ``file://`` URI).
+    catalogue is always written whole. Every file is written atomically, to a local folder (a
+    path or a ``file://`` URI).
     """
     dataset_dir = Path(dataset_dir)
     if limit_days is not None and limit_days < 1:

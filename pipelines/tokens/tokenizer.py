@@ -180,7 +180,12 @@ class InteractionTokenizer:
         file = tokenizer_json_path(path)
         if not storage.exists(file) or storage.is_dir(file):
             raise FileNotFoundError(f"no tokenizer at {file}")
-        text = storage.read_text(file)
+        return cls.from_json(storage.read_text(file), source=file)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "the text") -> InteractionTokenizer:
+        """A tokenizer from ``tokenizer.json`` text (``source`` names it in errors)."""
+        file = source
         model_type = json.loads(text)["model"]["type"]
         if model_type != "WordLevel":
             raise ValueError(f"{file} holds a {model_type} model, expected WordLevel")
@@ -314,7 +319,7 @@ def update_tokenizer_file(
     with storage.exclusive(file):
         if storage.exists(file):
             existing_text = storage.read_text(file)
-            current = InteractionTokenizer.load(file)
+            current = InteractionTokenizer.from_json(existing_text, source=file)
             updated = current.extend(title_ids)
             n_added = updated.num_titles - current.num_titles
         else:
