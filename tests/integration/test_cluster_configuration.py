@@ -16,7 +16,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,6 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get_json(url: str) -> dict:
@@ -60,11 +53,11 @@ def _wait_for(probe, process: subprocess.Popen, log: Path, what: str, seconds: f
 
 
 @pytest.fixture()
-def standalone_master(tmp_path: Path):
+def standalone_master(tmp_path: Path, free_port):
     """``spark://`` URL of a master with one 2-core worker, its web UI port and the work dir."""
     spark_class = Path(pyspark.__file__).parent / "bin" / "spark-class"
     env = {**os.environ, "SPARK_HOME": str(spark_class.parents[1]), "SPARK_LOCAL_IP": "127.0.0.1"}
-    port, ui_port, worker_ui = _free_port(), _free_port(), _free_port()
+    port, ui_port, worker_ui = free_port(), free_port(), free_port()
     url, work = f"spark://127.0.0.1:{port}", tmp_path / "worker"
     logs = tmp_path / "daemon-logs"
     logs.mkdir()
@@ -109,7 +102,7 @@ def _postgres_bin() -> Path | None:
 
 
 @pytest.fixture()
-def postgres():
+def postgres(free_port):
     """A throwaway PostgreSQL server on a free port with databases ``mlflow`` and ``dagster``,
     user ``reelfm``, trusted on 127.0.0.1: ``{"port": …, "user": …}``."""
     bin_dir = _postgres_bin()
@@ -121,7 +114,7 @@ def postgres():
     folder = Path(tempfile.mkdtemp(prefix="reelfm-pg-"))
     if as_owner:
         shutil.chown(folder, "postgres")
-    port, data = _free_port(), folder / "data"
+    port, data = free_port(), folder / "data"
     ctl = [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "pg.log")]
     subprocess.run(
         [*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "reelfm"],
@@ -145,10 +138,10 @@ def postgres():
 
 
 @pytest.fixture()
-def mlflow_server(tmp_path: Path, postgres):
+def mlflow_server(tmp_path: Path, postgres, free_port):
     """``http://`` URI of the MLflow server ``infra/cluster/mlflow-server.sh`` starts on the
     PostgreSQL above, and its (proxied) artifact store."""
-    port, artifacts, log = _free_port(), tmp_path / "mlflow-artifacts", tmp_path / "mlflow.log"
+    port, artifacts, log = free_port(), tmp_path / "mlflow-artifacts", tmp_path / "mlflow.log"
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -179,7 +172,7 @@ def mlflow_server(tmp_path: Path, postgres):
 
 @pytest.mark.slow
 def test_the_demo_on_a_cluster_configuration(
-    tmp_path: Path, standalone_master, postgres, mlflow_server, spark, monkeypatch
+    tmp_path: Path, standalone_master, postgres, mlflow_server, spark, monkeypatch, run_reelfm
 ) -> None:
     import mlflow
 
@@ -195,14 +188,12 @@ def test_the_demo_on_a_cluster_configuration(
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     env = {
-        **os.environ,
         "REELFM_HOME": str(home),
         "REELFM_SPARK_MASTER": url,
         "REELFM_SPARK_DRIVER_MEMORY": "1g",
         "MLFLOW_TRACKING_URI": tracking_uri,
         "REELFM_LAKE_ROOT": (store / "lake").as_uri(),
         "REELFM_LANDING_ROOT": (store / "landing").as_uri(),
-        "SPARK_LOCAL_IP": "127.0.0.1",
         "DAGSTER_HOME": str(dagster_home),
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_PORT": str(postgres["port"]),
@@ -210,16 +201,7 @@ def test_the_demo_on_a_cluster_configuration(
         "DAGSTER_PG_PASSWORD": "",
         "DAGSTER_PG_DB": "dagster",
     }
-    env.pop("REELFM_MLFLOW_ARTIFACT_ROOT", None)
-    run = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "demo", "--preset", "tiny"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_reelfm(["demo", "--preset", "tiny"], env, drop=("REELFM_MLFLOW_ARTIFACT_ROOT",))
 
     # Spark: the application ran on the cluster, its tasks in the worker's executor.
     deadline = time.monotonic() + 60  # the master files the app as completed once it notices

@@ -10,9 +10,7 @@ shared local session, which has no ``hadoop-aws``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +21,13 @@ import pytest
 
 from pipelines.sources.synthetic import PRESETS, generate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture()
-def s3_endpoint(tmp_path: Path):
+def s3_endpoint(tmp_path: Path, free_port):
     """The URL of an S3-compatible server (moto) on a free loopback port."""
     pytest.importorskip("moto", reason="moto[server] (a dev dependency) is not installed")
     pytest.importorskip("s3fs", reason="s3fs (a dev dependency) is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = tmp_path / "moto.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -58,7 +52,9 @@ def s3_endpoint(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_two_days_with_the_lake_and_landing_on_s3(tmp_path: Path, s3_endpoint, monkeypatch):
+def test_two_days_with_the_lake_and_landing_on_s3(
+    tmp_path: Path, s3_endpoint, monkeypatch, run_reelfm
+):
     import s3fs
 
     aws = {
@@ -76,7 +72,6 @@ def test_two_days_with_the_lake_and_landing_on_s3(tmp_path: Path, s3_endpoint, m
     fs.put(f"{tmp_path / 'landing'}/", "reelfm/landing/", recursive=True)
 
     env = {
-        **os.environ,
         **aws,
         "REELFM_HOME": str(tmp_path / "home"),
         "REELFM_LAKE_ROOT": "s3a://reelfm/lake",
@@ -85,19 +80,12 @@ def test_two_days_with_the_lake_and_landing_on_s3(tmp_path: Path, s3_endpoint, m
         "REELFM_SPARK_CONF__spark_hadoop_fs_s3a_endpoint_region": "us-east-1",
         "REELFM_SPARK_CONF__spark_hadoop_fs_s3a_path_style_access": "true",
         "REELFM_SPARK_CONF__spark_hadoop_fs_s3a_connection_ssl_enabled": "false",
-        "SPARK_LOCAL_IP": "127.0.0.1",
     }
-    for name in ("MLFLOW_TRACKING_URI", "DAGSTER_HOME"):
-        env.pop(name, None)
-    run = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "run", "--start", "2026-01-01", "--days", "2"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
+    run = run_reelfm(
+        ["run", "--start", "2026-01-01", "--days", "2"],
+        env,
+        drop=("MLFLOW_TRACKING_URI", "DAGSTER_HOME"),
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     # The command's summary counts each table where it lies: in the bucket.
     rows = {
