@@ -60,6 +60,11 @@ from pipelines.schemas import BRONZE_EVENTS, BRONZE_EVENTS_REJECTED, SKIPPING_ST
 from pipelines.settings import Settings
 
 
+MAX_BROADCAST_DUPLICATES = 200_000
+"""Duplicated ids joined back as a broadcast table up to this many (about 30 MB); more (a
+whole file sent twice) are joined by a shuffle."""
+
+
 @dataclass(frozen=True)
 class IngestReport:
     """Counts of one day's ingestion; ``received == accepted + rejected`` always holds."""
@@ -157,10 +162,14 @@ def ingest_events_day(
         # first action: it also fills the cache of `classified`.
         duplicates = detach(duplicate_event_ids(classified, accepted_before, day))
         detached.append(duplicates)
-        if duplicates.count():
-            # Materialised, the duplicates carry exact statistics, so each reader below
-            # broadcasts them when they are few and shuffles only when a whole file was re-sent.
-            classified = reject_duplicates(classified, duplicates)
+        n_duplicates = duplicates.count()
+        if n_duplicates:
+            # A local checkpoint's size estimate is its plan's guess, not its row count, so
+            # without the hint every pass below (counts, both writes, line numbers) shuffled
+            # the whole day to join a few ids. Shuffled only when a whole file was re-sent.
+            classified = reject_duplicates(
+                classified, duplicates, broadcast=n_duplicates <= MAX_BROADCAST_DUPLICATES
+            )
         # One pass over the cache: the count of every reason and the values GE's suite is
         # decided by (validation.witness_aggregates), instead of a job per expectation.
         is_accepted = F.col("reason").isNull()

@@ -265,10 +265,14 @@ def duplicate_event_ids(
     )
 
 
-def reject_duplicates(classified: DataFrame, duplicates: DataFrame) -> DataFrame:
+def reject_duplicates(
+    classified: DataFrame, duplicates: DataFrame, broadcast: bool = False
+) -> DataFrame:
     """Reject every valid copy of a duplicated ``event_id`` but the first (by file, then line).
 
     A copy of an id the previous day accepted has no first copy in this day: all are rejected.
+    ``broadcast``: join ``duplicates`` as a broadcast table (the caller knows it is small);
+    otherwise Spark chooses from its size estimate.
     """
     later_copy = (
         F.col("reason").isNull()
@@ -276,7 +280,7 @@ def reject_duplicates(classified: DataFrame, duplicates: DataFrame) -> DataFrame
         & (F.struct(*_LINE) != F.col("_first"))
     )
     return (
-        classified.join(duplicates, "event_id", "left")
+        classified.join(F.broadcast(duplicates) if broadcast else duplicates, "event_id", "left")
         .withColumn(
             "reason", F.when(later_copy, F.lit(DUPLICATE_REASON)).otherwise(F.col("reason"))
         )

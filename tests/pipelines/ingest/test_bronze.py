@@ -74,7 +74,11 @@ def _write_day(landing_root: Path) -> Path:
     return folder
 
 
-def test_every_bad_record_is_kept_with_its_reason_and_line(spark, settings):
+@pytest.mark.parametrize("join", ["broadcast", "shuffle"])
+def test_every_bad_record_is_kept_with_its_reason_and_line(spark, settings, monkeypatch, join):
+    # Duplicates are joined back by broadcast when few, by a shuffle when a whole file was re-sent.
+    if join == "shuffle":
+        monkeypatch.setattr("pipelines.ingest.bronze.MAX_BROADCAST_DUPLICATES", 0)
     _write_day(Path(settings.landing_root))
     report = ingest_events_day(spark, settings, DAY, IngestRules())
 
