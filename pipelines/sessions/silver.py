@@ -128,19 +128,27 @@ def _rewrite_summaries(
         starts_on_day.join(F.broadcast(into_later), "session_id", "left_semi"),
         later.join(F.broadcast(into_later), "session_id", "left_semi"),
     ]
+    continued = sessionised.where(F.col("_continued")).select("session_id").distinct()
     if tail is not None:
-        crossing.append(tail)
+        # Only the tail's sessions that D continues: the rest ended on D-1 and keep the rows
+        # D-1's run wrote. (The whole tail, every member's last session, was as many events
+        # as the day itself, summarised again each night for nothing.)
+        crossing.append(tail.join(F.broadcast(continued), "session_id", "left_semi"))
     # Sessions longer than a day: the parts outside D-1..D+1 (before D-1 when the tail's session
     # began earlier, after D+1 when a re-run day's session goes on), so each is summarised whole.
-    continued = sessionised.where(F.col("_continued")).select("session_id")
     beyond, earlier_days = _parts_beyond(spark, events_path, day, tail, continued, into_later)
     if beyond is not None:
         crossing.append(beyond)
-    crossing_rows = reduce(DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing])
+    # One shuffle by session serves both of the summary's aggregations (by title, then by
+    # session), where Spark would shuffle for each; cached, because the write reads the summary
+    # twice (its rows, and which of D-1's stored rows it replaces) under plans too different
+    # for Spark to reuse the shuffles between them.
+    crossing_rows = reduce(
+        DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing]
+    ).repartition("session_id")
     first_day = min([previous, *earlier_days])
-    crossing_summary = summarise_sessions(crossing_rows, first_day, day)
+    crossing_summary = summarise_sessions(crossing_rows, first_day, day).cache()
     if earlier_days:
-        crossing_summary = crossing_summary.cache()  # read by the writes of every partition
         _update_earlier_summaries(spark, sessions_path, crossing_summary, earlier_days)
         crossing_summary = crossing_summary.where(F.col("event_date") >= F.lit(previous))
     summary = summarise_sessions(within_day, previous, day).unionByName(crossing_summary)
@@ -148,8 +156,7 @@ def _rewrite_summaries(
     rows = summary
     if stored is not None:
         # The sessions of D-1 rewritten here, without summarising the day twice: those that
-        # cross a midnight (their shuffles are shared with the write's: exchange reuse) and
-        # those wholly within D's events whose first event is on D-1 (late arrivals).
+        # cross a midnight (from the cached summary) and those wholly within D's events whose first event is on D-1 (late arrivals).
         rewritten = crossing_summary.where(F.col("event_date") == F.lit(previous)).select(
             "session_id"
         )
@@ -203,7 +210,7 @@ def _parts_beyond(
             for row in tail.groupBy("session_id")
             .agg(F.min("seq_in_session").alias("_first_seq"))
             .where(F.col("_first_seq") > 0)
-            .join(F.broadcast(continued.distinct()), "session_id", "left_semi")
+            .join(F.broadcast(continued), "session_id", "left_semi")
             .select("session_id")
             .collect()
         ]
