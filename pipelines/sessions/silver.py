@@ -128,7 +128,8 @@ def _rewrite_summaries(
         starts_on_day.join(F.broadcast(into_later), "session_id", "left_semi"),
         later.join(F.broadcast(into_later), "session_id", "left_semi"),
     ]
-    continued = sessionised.where(F.col("_continued")).select("session_id").distinct()
+    # Detached: read by two joins and the walk back below, computed once.
+    continued = detach(sessionised.where(F.col("_continued")).select("session_id").distinct())
     if tail is not None:
         # Only the tail's sessions that D continues: the rest ended on D-1 and keep the rows
         # D-1's run wrote. (The whole tail, every member's last session, was as many events
@@ -139,13 +140,9 @@ def _rewrite_summaries(
     beyond, earlier_days = _parts_beyond(spark, events_path, day, tail, continued, into_later)
     if beyond is not None:
         crossing.append(beyond)
-    # One shuffle by session serves both of the summary's aggregations (by title, then by
-    # session), where Spark would shuffle for each; cached, because the write reads the summary
-    # twice (its rows, and which of D-1's stored rows it replaces) under plans too different
-    # for Spark to reuse the shuffles between them.
-    crossing_rows = reduce(
-        DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing]
-    ).repartition("session_id")
+    # Cached: the write reads the summary twice (its rows, and which of D-1's stored rows it
+    # replaces) under plans too different for Spark to reuse the shuffles between them.
+    crossing_rows = reduce(DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing])
     first_day = min([previous, *earlier_days])
     crossing_summary = summarise_sessions(crossing_rows, first_day, day).cache()
     if earlier_days:
@@ -176,6 +173,7 @@ def _rewrite_summaries(
         stats_columns=SKIPPING_STATS["silver/sessions"],
     )
     crossing_summary.unpersist()
+    release(continued)
     # Counted from the Delta log's per-file statistics: no data is read again.
     started = read_partitions(spark, sessions_path, day).count()
     return started
