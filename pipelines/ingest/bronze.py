@@ -59,7 +59,6 @@ from pipelines.lake import (
 from pipelines.schemas import BRONZE_EVENTS, BRONZE_EVENTS_REJECTED, SKIPPING_STATS
 from pipelines.settings import Settings
 
-
 MAX_BROADCAST_DUPLICATES = 200_000
 """Duplicated ids joined back as a broadcast table up to this many (about 30 MB); more (a
 whole file sent twice) are joined by a shuffle."""

@@ -11,8 +11,8 @@ Every expectation of the suite is decided by a column's extremes: whether it hol
 shortest value's length, whether a value is outside the set, its minimum and maximum. Bronze
 computes those in the same single aggregation pass that counts the day's reasons
 (``witness_aggregates``) and GE then runs the suite on a *witness*: a three-row pandas frame
-with those extremes (``witness_frame``), so each expectation passes on the witness if and only if it passes on the
-day's rows, without one Spark job per expectation over two million rows. When the witness fails,
+with those extremes (``witness_frame``), so each expectation passes on the witness if and only
+if it passes on the day's rows, without one Spark job per expectation over two million rows. When the witness fails,
 the suite is run again on the rows themselves (``validate_accepted_events``) for GE's real counts
 and unexpected values.
 """
@@ -100,8 +100,7 @@ def witness_aggregates(accepted: Column) -> list[Column]:
         F.count_if(accepted & F.col(name).isNull()).alias(f"_w_nulls_{name}") for name in _NOT_NULL
     ]
     out += [
-        F.min(F.when(accepted, F.length(name))).alias(f"_w_shortest_{name}")
-        for name in _ID_COLUMNS
+        F.min(F.when(accepted, F.length(name))).alias(f"_w_shortest_{name}") for name in _ID_COLUMNS
     ]
     for name, allowed in _ENUMS.items():
         out.append(F.count_if(accepted & ~F.col(name).isin(*allowed)).alias(f"_w_bad_{name}"))
