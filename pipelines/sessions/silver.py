@@ -128,9 +128,11 @@ def _rewrite_summaries(
         starts_on_day.join(F.broadcast(into_later), "session_id", "left_semi"),
         later.join(F.broadcast(into_later), "session_id", "left_semi"),
     ]
-    # Detached: read by two joins and the walk back below, computed once.
-    continued = detach(sessionised.where(F.col("_continued")).select("session_id").distinct())
+    # The sessions D continues from the tail (none without one). Detached: read by a join here
+    # and by the walk back below, computed once.
+    continued = None
     if tail is not None:
+        continued = detach(sessionised.where(F.col("_continued")).select("session_id").distinct())
         # Only the tail's sessions that D continues: the rest ended on D-1 and keep the rows
         # D-1's run wrote. (The whole tail, every member's last session, was as many events
         # as the day itself, summarised again each night for nothing.)
@@ -140,10 +142,10 @@ def _rewrite_summaries(
     beyond, earlier_days = _parts_beyond(spark, events_path, day, tail, continued, into_later)
     if beyond is not None:
         crossing.append(beyond)
-    # Cached: the write reads the summary twice (its rows, and which of D-1's stored rows it
-    # replaces) under plans too different for Spark to reuse the shuffles between them.
     crossing_rows = reduce(DataFrame.unionByName, [p.select(*_SUMMARY_COLUMNS) for p in crossing])
     first_day = min([previous, *earlier_days])
+    # Cached: the write reads it twice (its rows, and which of D-1's stored rows it replaces)
+    # under plans too different for Spark to reuse the shuffles between them.
     crossing_summary = summarise_sessions(crossing_rows, first_day, day).cache()
     if earlier_days:
         _update_earlier_summaries(spark, sessions_path, crossing_summary, earlier_days)
@@ -153,7 +155,8 @@ def _rewrite_summaries(
     rows = summary
     if stored is not None:
         # The sessions of D-1 rewritten here, without summarising the day twice: those that
-        # cross a midnight (from the cached summary) and those wholly within D's events whose first event is on D-1 (late arrivals).
+        # cross a midnight (from the cached summary) and those wholly within D's events whose
+        # first event is on D-1 (late arrivals).
         rewritten = crossing_summary.where(F.col("event_date") == F.lit(previous)).select(
             "session_id"
         )
@@ -173,7 +176,8 @@ def _rewrite_summaries(
         stats_columns=SKIPPING_STATS["silver/sessions"],
     )
     crossing_summary.unpersist()
-    release(continued)
+    if continued is not None:
+        release(continued)
     # Counted from the Delta log's per-file statistics: no data is read again.
     started = read_partitions(spark, sessions_path, day).count()
     return started
@@ -184,7 +188,7 @@ def _parts_beyond(
     events_path: str,
     day: dt.date,
     tail: DataFrame | None,
-    continued: DataFrame,
+    continued: DataFrame | None,
     into_later: DataFrame,
 ) -> tuple[DataFrame | None, list[dt.date]]:
     """The events outside partitions D-1..D+1 of the sessions D's rewrite summarises, and the
